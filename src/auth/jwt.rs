@@ -1,0 +1,805 @@
+//! Access tokens: issuing and verifying signed JWTs (RFC 9068 `at+jwt` profile).
+//!
+//! Verification is stricter than `jsonwebtoken`'s defaults: the algorithm is pinned by
+//! configuration, the JOSE header is inspected independently (no `crit`, no key-fetching
+//! parameters, only JWT-ish `typ`), claims are parsed into a typed struct so duplicates and
+//! wrong types fail, and every time check (`exp`, `nbf`, `iat`) runs against the caller's
+//! clock so there is exactly one notion of "now".
+//!
+//! Only HMAC keys exist today. Asymmetric algorithms and a key ring (kid → key) fit by
+//! adding variants to [`SigningAlgorithm`] and replacing the single key pair in
+//! [`TokenKeys`] with a map looked up by the header's `kid` (already length-capped here).
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::{Error as _, IgnoredAny};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Tokens longer than this are rejected before any decoding (bounds parsing work).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest accepted `sub`.
+pub const MAX_SUBJECT_BYTES: usize = 256;
+/// Longest accepted header `kid`.
+pub const MAX_KID_BYTES: usize = 256;
+/// The `typ` header of the tokens we issue (RFC 9068).
+pub const TOKEN_TYPE: &str = "at+jwt";
+
+/// Largest timestamp accepted in a NumericDate claim (year ~33658); bounds float casts.
+const MAX_NUMERIC_DATE: f64 = 1.0e12;
+
+/// Signing algorithm, fixed by configuration; never taken from a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+}
+
+impl SigningAlgorithm {
+    /// The JOSE `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HS256 => "HS256",
+            Self::HS384 => "HS384",
+            Self::HS512 => "HS512",
+        }
+    }
+
+    fn jwt(self) -> Algorithm {
+        match self {
+            Self::HS256 => Algorithm::HS256,
+            Self::HS384 => Algorithm::HS384,
+            Self::HS512 => Algorithm::HS512,
+        }
+    }
+}
+
+/// Token configuration of one config generation.
+#[derive(Clone)]
+pub struct TokenSettings {
+    pub algorithm: SigningAlgorithm,
+    pub secret: Vec<u8>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub ttl: Duration,
+    pub leeway: Duration,
+}
+
+impl fmt::Debug for TokenSettings {
+    // Hand-written so the secret never reaches a log via `{:?}` of the config.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("algorithm", &self.algorithm)
+            .field("secret", &"<redacted>")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("ttl", &self.ttl)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+/// Why a token was not issued or not accepted. `Display` is a short, client-safe
+/// `error_description`: it never contains token content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    #[error("token too large")]
+    TooLarge,
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm,
+    #[error("invalid signature")]
+    InvalidSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("issued in the future")]
+    IssuedInFuture,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    /// Carries only one of our own fixed claim names.
+    #[error("missing claim: {0}")]
+    MissingClaim(&'static str),
+    #[error("unsupported critical header")]
+    CriticalHeader,
+    #[error("unsupported key reference header")]
+    KeyReferenceHeader,
+    #[error("unexpected token type")]
+    UnexpectedType,
+    #[error("invalid subject")]
+    InvalidSubject,
+    #[error("invalid scope")]
+    InvalidScope,
+    /// Not produced here: for callers that consult a revocation list.
+    #[error("token revoked")]
+    Revoked,
+    /// Issuing failed on our side (e.g. time overflow); not the client's fault.
+    #[error("internal error")]
+    Internal,
+}
+
+/// A freshly signed access token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub jti: String,
+    /// Seconds until expiry, for the OAuth2 `expires_in` field.
+    pub expires_in: u64,
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub subject: String,
+    /// Deduplicated, in first-seen order: `scope`, then `scp`, then `scopes`.
+    pub scopes: Vec<String>,
+    pub jti: Option<String>,
+    /// `exp`, unix seconds.
+    pub expires_at: u64,
+}
+
+/// Keys and validation rules, built once per config snapshot.
+#[derive(Clone)]
+pub struct TokenKeys {
+    algorithm: SigningAlgorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    kid: String,
+    issuer: Option<String>,
+    audience: Option<String>,
+    ttl: u64,
+    leeway: u64,
+}
+
+impl fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("ttl", &self.ttl)
+            .field("leeway", &self.leeway)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Claims we sign.
+#[derive(Serialize)]
+struct OutClaims<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    iat: u64,
+    exp: u64,
+    jti: &'a str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    scope: String,
+}
+
+/// Claims we read. A typed struct makes duplicate known claims and wrong types errors.
+#[derive(Deserialize)]
+struct InClaims {
+    sub: String,
+    exp: NumericDate,
+    nbf: Option<NumericDate>,
+    iat: Option<NumericDate>,
+    jti: Option<String>,
+    scope: Option<String>,
+    scp: Option<StringOrArray>,
+    scopes: Option<Vec<String>>,
+    // Checked by jsonwebtoken; listed so a duplicated claim is a parse error here too.
+    #[serde(rename = "iss")]
+    _iss: Option<IgnoredAny>,
+    #[serde(rename = "aud")]
+    _aud: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrArray {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Unix seconds; integers or finite non-negative floats (truncated), nothing else.
+struct NumericDate(u64);
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v.is_finite() && (0.0..=MAX_NUMERIC_DATE).contains(&v) {
+            Ok(NumericDate(v as u64))
+        } else {
+            Err(D::Error::custom("invalid NumericDate"))
+        }
+    }
+}
+
+/// The JOSE header as we read it, independently of jsonwebtoken.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: Option<String>,
+    typ: Option<String>,
+    kid: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+    #[serde(default, deserialize_with = "present")]
+    jku: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5u: bool,
+    #[serde(default, deserialize_with = "present")]
+    jwk: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5c: bool,
+}
+
+/// True whenever the member exists, whatever its value (even `null`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+impl TokenKeys {
+    pub fn new(settings: TokenSettings) -> Self {
+        let alg = settings.algorithm.jwt();
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = &settings.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &settings.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            // With no audience configured there is nothing to compare `aud` against, and
+            // jsonwebtoken would reject every token that carries one. Only holders of our
+            // secret can mint tokens, so an `aud` we never asked about is accepted as-is;
+            // operators who share the secret between services should configure audiences.
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        // exp/nbf/iat are checked in `verify` against the caller's `now` (one clock, testable,
+        // same leeway semantics for all three); jsonwebtoken would read the wall clock instead.
+        // `exp` stays required above, so its presence is still enforced by the library too.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = settings.leeway.as_secs();
+        Self {
+            algorithm: settings.algorithm,
+            encoding: EncodingKey::from_secret(&settings.secret),
+            decoding: DecodingKey::from_secret(&settings.secret),
+            validation,
+            kid: key_id(settings.algorithm, &settings.secret),
+            issuer: settings.issuer,
+            audience: settings.audience,
+            ttl: settings.ttl.as_secs(),
+            leeway: settings.leeway.as_secs(),
+        }
+    }
+
+    /// The `kid` put in issued tokens: a truncated, domain-separated hash of the key.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Issue an access token. `now` = unix seconds.
+    pub fn issue(
+        &self,
+        subject: &str,
+        scopes: &[&str],
+        now: u64,
+    ) -> Result<IssuedToken, TokenError> {
+        check_subject(subject)?;
+        // Scopes are joined by spaces, so an entry containing one would split on the way back.
+        if scopes
+            .iter()
+            .any(|s| s.is_empty() || s.contains(' ') || s.chars().any(char::is_control))
+        {
+            return Err(TokenError::InvalidScope);
+        }
+        let exp = now.checked_add(self.ttl).ok_or(TokenError::Internal)?;
+        let jti = uuid::Uuid::new_v4().to_string();
+        let claims = OutClaims {
+            iss: self.issuer.as_deref(),
+            sub: subject,
+            aud: self.audience.as_deref(),
+            iat: now,
+            exp,
+            jti: &jti,
+            scope: scopes.join(" "),
+        };
+        let mut header = Header::new(self.algorithm.jwt());
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        header.kid = Some(self.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|_| TokenError::Internal)?;
+        Ok(IssuedToken {
+            token,
+            jti,
+            expires_in: self.ttl,
+        })
+    }
+
+    /// Verify a bearer token. `now` = unix seconds.
+    pub fn verify(&self, token: &str, now: u64) -> Result<VerifiedToken, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge);
+        }
+        let payload = self.check_header(token)?;
+        // Signature, iss, aud and presence of exp/sub. The library parses the claims into
+        // its target type *before* validating, so we give it none and parse our typed
+        // claims afterwards: its precise errors win, and our parse sees only signed data.
+        jsonwebtoken::decode::<IgnoredAny>(token, &self.decoding, &self.validation)
+            .map_err(map_error)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed)?;
+        let claims: InClaims = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
+        if now >= claims.exp.0.saturating_add(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        let late_now = now.saturating_add(self.leeway);
+        if claims.nbf.is_some_and(|nbf| nbf.0 > late_now) {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.iat.is_some_and(|iat| iat.0 > late_now) {
+            return Err(TokenError::IssuedInFuture);
+        }
+        check_subject(&claims.sub)?;
+        if claims
+            .jti
+            .as_deref()
+            .is_some_and(|j| j.len() > MAX_SUBJECT_BYTES || j.chars().any(char::is_control))
+        {
+            return Err(TokenError::Malformed);
+        }
+        let scopes = merge_scopes(claims.scope, claims.scp, claims.scopes)?;
+        Ok(VerifiedToken {
+            subject: claims.sub,
+            scopes,
+            jti: claims.jti,
+            expires_at: claims.exp.0,
+        })
+    }
+
+    /// Our own look at the JOSE header, before the library touches the token.
+    /// Returns the (still unverified) payload segment.
+    fn check_header<'t>(&self, token: &'t str) -> Result<&'t str, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(head), Some(payload), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let raw = URL_SAFE_NO_PAD
+            .decode(head)
+            .map_err(|_| TokenError::Malformed)?;
+        let header: JoseHeader = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
+        match header.alg.as_deref() {
+            None => return Err(TokenError::Malformed),
+            // Compared only to reject early; the library is given the configured algorithm.
+            Some(alg) if alg != self.algorithm.name() => {
+                return Err(TokenError::UnsupportedAlgorithm)
+            }
+            Some(_) => {}
+        }
+        if header.crit {
+            return Err(TokenError::CriticalHeader);
+        }
+        // We never fetch or accept keys named by the token itself.
+        if header.jku || header.x5u || header.jwk || header.x5c {
+            return Err(TokenError::KeyReferenceHeader);
+        }
+        if let Some(typ) = header.typ.as_deref() {
+            // RFC 7515 §4.1.9: an omitted "application/" prefix is implied.
+            let typ = typ.strip_prefix("application/").unwrap_or(typ);
+            if !typ.eq_ignore_ascii_case("JWT") && !typ.eq_ignore_ascii_case(TOKEN_TYPE) {
+                return Err(TokenError::UnexpectedType);
+            }
+        }
+        if header.kid.is_some_and(|kid| kid.len() > MAX_KID_BYTES) {
+            return Err(TokenError::Malformed);
+        }
+        Ok(payload)
+    }
+}
+
+fn key_id(alg: SigningAlgorithm, secret: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"portcullis-kid-v1\0");
+    h.update(alg.name().as_bytes());
+    h.update(b"\0");
+    h.update(secret);
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn check_subject(sub: &str) -> Result<(), TokenError> {
+    if sub.is_empty() || sub.len() > MAX_SUBJECT_BYTES || sub.chars().any(char::is_control) {
+        return Err(TokenError::InvalidSubject);
+    }
+    Ok(())
+}
+
+/// `scope` splits on single ASCII spaces (RFC 6749 §3.3); empty pieces are dropped. Any
+/// entry containing a control character (tab, newline, …) rejects the whole token: such
+/// names cannot be granted by us and could corrupt logs downstream.
+fn merge_scopes(
+    scope: Option<String>,
+    scp: Option<StringOrArray>,
+    scopes: Option<Vec<String>>,
+) -> Result<Vec<String>, TokenError> {
+    let mut all: Vec<String> = Vec::new();
+    let mut add = |s: &str| -> Result<(), TokenError> {
+        if s.chars().any(char::is_control) {
+            return Err(TokenError::InvalidScope);
+        }
+        if !s.is_empty() && !all.iter().any(|have| have == s) {
+            all.push(s.to_owned());
+        }
+        Ok(())
+    };
+    for s in scope.as_deref().unwrap_or("").split(' ') {
+        add(s)?;
+    }
+    match scp {
+        Some(StringOrArray::One(s)) => s.split(' ').try_for_each(&mut add)?,
+        Some(StringOrArray::Many(v)) => v.iter().try_for_each(|s| add(s))?,
+        None => {}
+    }
+    for s in scopes.iter().flatten() {
+        add(s)?;
+    }
+    Ok(all)
+}
+
+fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
+    match e.kind() {
+        ErrorKind::InvalidSignature => TokenError::InvalidSignature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => TokenError::UnsupportedAlgorithm,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::InvalidSubject => TokenError::InvalidSubject,
+        // Map to static names so nothing from the error text can reach a client.
+        ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(match c.as_str() {
+            "exp" => "exp",
+            "sub" => "sub",
+            "iss" => "iss",
+            "aud" => "aud",
+            "nbf" => "nbf",
+            _ => "unknown",
+        }),
+        ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat
+        | ErrorKind::Provider(_) => TokenError::Internal,
+        // Shape, base64, JSON, UTF-8, claim format, and anything added later: fail closed.
+        _ => TokenError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::crypto::sign;
+
+    const NOW: u64 = 1_700_000_000;
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn keys(issuer: Option<&str>, audience: Option<&str>) -> TokenKeys {
+        TokenKeys::new(TokenSettings {
+            algorithm: SigningAlgorithm::HS256,
+            secret: SECRET.to_vec(),
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+            ttl: Duration::from_secs(3600),
+            leeway: Duration::from_secs(30),
+        })
+    }
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    /// Hand-built token: raw header and claims JSON, HMAC-signed with `alg` and `secret`.
+    fn forge(alg: Algorithm, secret: &[u8], header: &str, claims: &str) -> String {
+        let msg = format!("{}.{}", b64(header), b64(claims));
+        let sig = sign(msg.as_bytes(), &EncodingKey::from_secret(secret), alg).expect("sign");
+        format!("{msg}.{sig}")
+    }
+
+    fn hs256(header: &str, claims: &str) -> String {
+        forge(Algorithm::HS256, SECRET, header, claims)
+    }
+
+    const H: &str = r#"{"alg":"HS256","typ":"at+jwt"}"#;
+
+    fn claims(extra: &str) -> String {
+        format!(r#"{{"sub":"alice","exp":{}{extra}}}"#, NOW + 60)
+    }
+
+    fn verify(k: &TokenKeys, t: &str) -> Result<VerifiedToken, TokenError> {
+        k.verify(t, NOW)
+    }
+
+    #[test]
+    fn roundtrip() {
+        let k = keys(Some("https://pc"), Some("api"));
+        let t = k.issue("alice", &["read", "write"], NOW).expect("issue");
+        assert_eq!(t.expires_in, 3600);
+        let v = verify(&k, &t.token).expect("verify");
+        assert_eq!(v.subject, "alice");
+        assert_eq!(v.scopes, ["read", "write"]);
+        assert_eq!(v.jti.as_deref(), Some(t.jti.as_str()));
+        assert_eq!(v.expires_at, NOW + 3600);
+        let header = jsonwebtoken::decode_header(&t.token).expect("header");
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.kid.as_deref(), Some(k.kid()));
+        assert_eq!(k.kid().len(), 16);
+        assert!(!format!("{k:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn issue_rejects_bad_input() {
+        let k = keys(None, None);
+        assert_eq!(
+            k.issue("", &[], NOW).err(),
+            Some(TokenError::InvalidSubject)
+        );
+        assert_eq!(
+            k.issue("a", &["a b"], NOW).err(),
+            Some(TokenError::InvalidScope)
+        );
+        assert_eq!(
+            k.issue("a", &[], u64::MAX).err(),
+            Some(TokenError::Internal)
+        );
+    }
+
+    #[test]
+    fn tampered_payload_and_wrong_secret() {
+        let k = keys(None, None);
+        let t = k.issue("alice", &["read"], NOW).expect("issue").token;
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let evil = b64(&claims(r#","scope":"admin""#));
+        parts[1] = &evil;
+        assert_eq!(
+            verify(&k, &parts.join(".")).err(),
+            Some(TokenError::InvalidSignature)
+        );
+        let other = forge(
+            Algorithm::HS256,
+            b"another-secret-another-secret-!!",
+            H,
+            &claims(""),
+        );
+        assert_eq!(verify(&k, &other).err(), Some(TokenError::InvalidSignature));
+    }
+
+    #[test]
+    fn algorithm_is_pinned() {
+        let k = keys(None, None);
+        let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&claims("")));
+        assert_eq!(
+            verify(&k, &none).err(),
+            Some(TokenError::UnsupportedAlgorithm)
+        );
+        let none_case = format!("{}.{}.", b64(r#"{"alg":"NONE"}"#), b64(&claims("")));
+        assert!(verify(&k, &none_case).is_err());
+        let hs384 = forge(Algorithm::HS384, SECRET, r#"{"alg":"HS384"}"#, &claims(""));
+        assert_eq!(
+            verify(&k, &hs384).err(),
+            Some(TokenError::UnsupportedAlgorithm)
+        );
+        // A lying header (says HS256, signed HS384) fails the signature.
+        let lying = forge(Algorithm::HS384, SECRET, H, &claims(""));
+        assert_eq!(verify(&k, &lying).err(), Some(TokenError::InvalidSignature));
+    }
+
+    #[test]
+    fn expiry_and_leeway() {
+        let k = keys(None, None);
+        let t = k.issue("alice", &[], NOW).expect("issue").token;
+        assert!(k.verify(&t, NOW + 3600 + 29).is_ok());
+        assert_eq!(
+            k.verify(&t, NOW + 3600 + 30).err(),
+            Some(TokenError::Expired)
+        );
+        assert_eq!(k.verify(&t, NOW + 99_999).err(), Some(TokenError::Expired));
+        let no_exp = hs256(H, r#"{"sub":"alice"}"#);
+        assert_eq!(
+            verify(&k, &no_exp).err(),
+            Some(TokenError::MissingClaim("exp"))
+        );
+        let float_exp = hs256(H, &format!(r#"{{"sub":"a","exp":{}.5}}"#, NOW + 60));
+        assert!(verify(&k, &float_exp).is_ok());
+        let str_exp = hs256(H, &format!(r#"{{"sub":"a","exp":"{}"}}"#, NOW + 60));
+        assert!(verify(&k, &str_exp).is_err());
+    }
+
+    #[test]
+    fn nbf_and_iat() {
+        let k = keys(None, None);
+        let nbf = hs256(H, &claims(&format!(r#","nbf":{}"#, NOW + 31)));
+        assert_eq!(verify(&k, &nbf).err(), Some(TokenError::NotYetValid));
+        let nbf_ok = hs256(H, &claims(&format!(r#","nbf":{}"#, NOW + 30)));
+        assert!(verify(&k, &nbf_ok).is_ok());
+        let iat = hs256(H, &claims(&format!(r#","iat":{}"#, NOW + 31)));
+        assert_eq!(verify(&k, &iat).err(), Some(TokenError::IssuedInFuture));
+        let iat_ok = hs256(H, &claims(&format!(r#","iat":{}"#, NOW + 30)));
+        assert!(verify(&k, &iat_ok).is_ok());
+        let iat_str = hs256(H, &claims(r#","iat":"yesterday""#));
+        assert_eq!(verify(&k, &iat_str).err(), Some(TokenError::Malformed));
+    }
+
+    #[test]
+    fn issuer() {
+        let k = keys(Some("https://pc"), None);
+        assert_eq!(
+            verify(&k, &hs256(H, &claims(""))).err(),
+            Some(TokenError::MissingClaim("iss"))
+        );
+        let wrong = hs256(H, &claims(r#","iss":"https://evil""#));
+        assert_eq!(verify(&k, &wrong).err(), Some(TokenError::WrongIssuer));
+        assert!(verify(&k, &hs256(H, &claims(r#","iss":"https://pc""#))).is_ok());
+    }
+
+    #[test]
+    fn audience() {
+        let k = keys(None, Some("api"));
+        assert_eq!(
+            verify(&k, &hs256(H, &claims(""))).err(),
+            Some(TokenError::MissingClaim("aud"))
+        );
+        let wrong = hs256(H, &claims(r#","aud":"other""#));
+        assert_eq!(verify(&k, &wrong).err(), Some(TokenError::WrongAudience));
+        assert!(verify(&k, &hs256(H, &claims(r#","aud":["other","api"]"#))).is_ok());
+        // No audience configured: a token carrying one is still accepted.
+        assert!(verify(&keys(None, None), &wrong).is_ok());
+    }
+
+    #[test]
+    fn header_rules() {
+        let k = keys(None, None);
+        let c = claims("");
+        let crit = hs256(r#"{"alg":"HS256","crit":["exp"]}"#, &c);
+        assert_eq!(verify(&k, &crit).err(), Some(TokenError::CriticalHeader));
+        let crit_null = hs256(r#"{"alg":"HS256","crit":null}"#, &c);
+        assert_eq!(
+            verify(&k, &crit_null).err(),
+            Some(TokenError::CriticalHeader)
+        );
+        let id = hs256(r#"{"alg":"HS256","typ":"id+jwt"}"#, &c);
+        assert_eq!(verify(&k, &id).err(), Some(TokenError::UnexpectedType));
+        for typ in ["JWT", "jwt", "AT+JWT", "application/at+jwt"] {
+            let t = hs256(&format!(r#"{{"alg":"HS256","typ":"{typ}"}}"#), &c);
+            assert!(verify(&k, &t).is_ok(), "{typ}");
+        }
+        assert!(verify(&k, &hs256(r#"{"alg":"HS256"}"#, &c)).is_ok());
+        for member in ["jku", "x5u", "jwk", "x5c"] {
+            let t = hs256(&format!(r#"{{"alg":"HS256","{member}":"x"}}"#), &c);
+            assert_eq!(
+                verify(&k, &t).err(),
+                Some(TokenError::KeyReferenceHeader),
+                "{member}"
+            );
+        }
+        let long_kid = hs256(
+            &format!(r#"{{"alg":"HS256","kid":"{}"}}"#, "k".repeat(257)),
+            &c,
+        );
+        assert_eq!(verify(&k, &long_kid).err(), Some(TokenError::Malformed));
+        assert!(verify(&k, &hs256(r#"{"alg":"HS256","kid":"whatever"}"#, &c)).is_ok());
+    }
+
+    #[test]
+    fn size_and_shape() {
+        let k = keys(None, None);
+        let big = hs256(H, &claims(&format!(r#","pad":"{}""#, "x".repeat(9 * 1024))));
+        assert_eq!(verify(&k, &big).err(), Some(TokenError::TooLarge));
+        for bad in ["", "a.b", "a.b.c.d", "!!!.e30.x", "e30.e30.e30"] {
+            assert!(verify(&k, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subject_rules() {
+        let k = keys(None, None);
+        let sub = |s: &str| hs256(H, &format!(r#"{{"sub":{s},"exp":{}}}"#, NOW + 60));
+        let long = format!("\"{}\"", "a".repeat(300));
+        for s in [r#""""#, r#""alice\r\nadmin""#, long.as_str()] {
+            assert_eq!(
+                verify(&k, &sub(s)).err(),
+                Some(TokenError::InvalidSubject),
+                "{s}"
+            );
+        }
+        // jsonwebtoken reports a non-string sub as absent.
+        assert_eq!(
+            verify(&k, &sub("42")).err(),
+            Some(TokenError::MissingClaim("sub"))
+        );
+        let dup = hs256(
+            H,
+            &format!(r#"{{"sub":"alice","sub":"admin","exp":{}}}"#, NOW + 60),
+        );
+        assert_eq!(verify(&k, &dup).err(), Some(TokenError::Malformed));
+    }
+
+    #[test]
+    fn scope_forms() {
+        let k = keys(None, None);
+        let scopes = |extra: &str| verify(&k, &hs256(H, &claims(extra))).map(|v| v.scopes);
+        assert_eq!(
+            scopes(r#","scope":"readadmin""#).ok(),
+            Some(vec!["readadmin".into()])
+        );
+        assert_eq!(
+            scopes(r#","scope":"a  b""#).ok(),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            scopes(r#","scp":["a","b"]"#).ok(),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            scopes(r#","scp":"a b""#).ok(),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            scopes(r#","scopes":["x"],"scope":"x y""#).ok(),
+            Some(vec!["x".into(), "y".into()])
+        );
+        assert_eq!(
+            scopes(r#","scope":["a"]"#).err(),
+            Some(TokenError::Malformed)
+        );
+        assert_eq!(
+            scopes(r#","scopes":"a""#).err(),
+            Some(TokenError::Malformed)
+        );
+        assert_eq!(
+            scopes(r#","scope":"read\tadmin""#).err(),
+            Some(TokenError::InvalidScope)
+        );
+        assert_eq!(
+            scopes(r#","scp":["a\nb"]"#).err(),
+            Some(TokenError::InvalidScope)
+        );
+    }
+
+    #[test]
+    fn errors_never_echo_token_content() {
+        let k = keys(Some("iss"), Some("aud"));
+        let t = hs256(
+            r#"{"alg":"HS256","typ":"SECRETTYPE"}"#,
+            &claims(r#","aud":"SECRETAUD""#),
+        );
+        let e = verify(&k, &t).expect_err("rejected").to_string();
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+}

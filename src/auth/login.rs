@@ -1,0 +1,307 @@
+//! `POST /login` (OAuth2 resource-owner password grant, RFC 6749 §4.3) and `POST /logout`.
+//!
+//! Every credential failure gets the same bytes and, through the dummy hash, the same time;
+//! regulation keys on the username and the client address; hashing runs on the bounded pool.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::access_log::AccessRecord;
+use crate::auth::password::{VerifyError, MAX_PASSWORD_BYTES};
+use crate::body::ResponseBody;
+use crate::error::{no_store, Failure};
+use crate::headers;
+use crate::service::{authenticate, unix_now, ConnInfo};
+use crate::state::{Shared, Snapshot};
+
+/// The logout endpoint's path.
+pub const LOGOUT_PATH: &str = "/logout";
+/// Login bodies above this are refused before parsing (SPEC: 8 KiB → 413).
+pub const MAX_LOGIN_BODY: usize = 8 * 1024;
+
+/// The credentials a login request carries, from a form or JSON body.
+#[derive(Debug, Default, Deserialize)]
+struct LoginForm {
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    scope: Option<String>,
+}
+
+fn oauth(error: &'static str, description: &'static str) -> Failure {
+    Failure::OAuth {
+        status: StatusCode::BAD_REQUEST,
+        error,
+        description,
+    }
+}
+
+/// The one answer for a wrong password, an unknown user and a user without a usable hash.
+fn invalid_grant() -> Failure {
+    oauth("invalid_grant", "invalid username or password")
+}
+
+/// `POST /login`.
+pub async fn login(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    conn: ConnInfo,
+    request: Request<Incoming>,
+    record: &mut AccessRecord,
+) -> Result<Response<ResponseBody>, Failure> {
+    record.route = "login".into();
+    if request.method() != Method::POST {
+        return Err(Failure::MethodNotAllowed { allow: "POST" });
+    }
+    let result = attempt(shared, snapshot, conn, request, record).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(Failure::LockedOut { .. }) => "locked",
+        Err(Failure::Busy) => "busy",
+        Err(Failure::OAuth { error, .. }) => error,
+        Err(Failure::PayloadTooLarge) => "too_large",
+        Err(_) => "error",
+    };
+    shared.metrics.login(outcome);
+    result
+}
+
+async fn attempt(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    conn: ConnInfo,
+    request: Request<Incoming>,
+    record: &mut AccessRecord,
+) -> Result<Response<ResponseBody>, Failure> {
+    if request
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("password"))
+    {
+        // RFC 6749 §3.2: credentials never travel in the URL (where they end up in logs).
+        return Err(oauth(
+            "invalid_request",
+            "credentials must be sent in the request body",
+        ));
+    }
+    let config = &snapshot.config;
+    let client_ip = headers::client_address(request.headers(), conn.peer.ip(), |ip| {
+        config.is_trusted_proxy(ip)
+    });
+    let form = read_form(request).await?;
+    if form.grant_type.as_deref().is_some_and(|g| g != "password") {
+        return Err(oauth(
+            "unsupported_grant_type",
+            "only the password grant is supported",
+        ));
+    }
+    let (Some(username), Some(password)) = (form.username, form.password) else {
+        return Err(oauth(
+            "invalid_request",
+            "username and password are required",
+        ));
+    };
+    if password.len() > MAX_PASSWORD_BYTES || username.len() > 256 {
+        return Err(oauth("invalid_request", "username or password too long"));
+    }
+    // Usernames are case-insensitive: `Alex` and `alex` are one identity.
+    let username = username.to_ascii_lowercase();
+    record.user.clone_from(&username);
+    let user_key = format!("user:{username}");
+    let ip_key = format!("ip:{client_ip}");
+    let now = Instant::now();
+    for key in [&user_key, &ip_key] {
+        if let Some(retry) = shared.lockouts.locked(key, now) {
+            return Err(Failure::LockedOut {
+                retry_after_secs: retry.as_secs().max(1),
+            });
+        }
+    }
+    let user = config.users.get(&username);
+    let verified = shared
+        .passwords
+        .verify(user.map(|u| &u.hash), password.as_bytes())
+        .await
+        .map_err(|err| match err {
+            VerifyError::Busy => Failure::Busy,
+            VerifyError::TooLong => oauth("invalid_request", "username or password too long"),
+            _ => Failure::Internal,
+        })?;
+    let Some(user) = user.filter(|_| verified) else {
+        record_failure(shared, &[&user_key, &ip_key], client_ip);
+        return Err(invalid_grant());
+    };
+    shared.lockouts.record_success(&user_key);
+    let scopes = granted_scopes(snapshot, &user.scopes, form.scope.as_deref())?;
+    let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let issued = snapshot
+        .keys
+        .issue(&username, &scope_refs, unix_now())
+        .map_err(|_| Failure::Internal)?;
+    record.decision = "login";
+    let body = serde_json::json!({
+        "access_token": issued.token,
+        "token_type": "bearer",
+        "expires_in": issued.expires_in,
+        "scope": scopes.join(" "),
+    });
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body.to_string())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+fn record_failure(shared: &Shared, keys: &[&String], client_ip: IpAddr) {
+    let now = Instant::now();
+    for key in keys {
+        if shared.lockouts.record_failure(key, now).is_some() {
+            shared.metrics.lockout();
+            tracing::warn!(key = %key, %client_ip, "login locked after repeated failures");
+        }
+    }
+}
+
+/// RFC 6749 §3.3: the requested scopes must be within what the user holds (through
+/// `implies`); none requested means all of the user's own scopes.
+fn granted_scopes(
+    snapshot: &Snapshot,
+    held: &[String],
+    requested: Option<&str>,
+) -> Result<Vec<String>, Failure> {
+    let Some(requested) = requested.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(held.to_vec());
+    };
+    let vocabulary = &snapshot.config.vocabulary;
+    let holds = vocabulary.expand(held.iter().map(String::as_str));
+    let mut granted: Vec<String> = Vec::new();
+    for name in requested.split(' ').filter(|s| !s.is_empty()) {
+        let id = vocabulary
+            .id(name)
+            .filter(|id| holds.contains(*id))
+            .ok_or_else(|| {
+                oauth(
+                    "invalid_scope",
+                    "requested scope is unknown or not granted to this user",
+                )
+            })?;
+        let name = vocabulary.name(id).to_owned();
+        if !granted.contains(&name) {
+            granted.push(name);
+        }
+    }
+    Ok(granted)
+}
+
+/// Read a login body (form or JSON), capped at [`MAX_LOGIN_BODY`]; repeated parameters are
+/// refused (RFC 6749 §3.1).
+async fn read_form(request: Request<Incoming>) -> Result<LoginForm, Failure> {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_LOGIN_BODY as u64) {
+        return Err(Failure::PayloadTooLarge);
+    }
+    let media_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let bytes = Limited::new(body, MAX_LOGIN_BODY)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                Failure::PayloadTooLarge
+            } else {
+                Failure::BadRequest("could not read the request body")
+            }
+        })?
+        .to_bytes();
+    match media_type.as_str() {
+        "application/x-www-form-urlencoded" | "" => parse_form(&bytes),
+        "application/json" => serde_json::from_slice::<LoginForm>(&bytes)
+            .map_err(|_| oauth("invalid_request", "body is not a valid JSON login object")),
+        _ => Err(oauth(
+            "invalid_request",
+            "use application/x-www-form-urlencoded or application/json",
+        )),
+    }
+}
+
+fn parse_form(bytes: &[u8]) -> Result<LoginForm, Failure> {
+    let mut form = LoginForm::default();
+    for (key, value) in form_urlencoded::parse(bytes) {
+        let slot = match key.as_ref() {
+            "grant_type" => &mut form.grant_type,
+            "username" => &mut form.username,
+            "password" => &mut form.password,
+            "scope" => &mut form.scope,
+            _ => continue,
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(oauth(
+                "invalid_request",
+                "a parameter was given more than once",
+            ));
+        }
+    }
+    Ok(form)
+}
+
+/// `POST /logout` with a bearer token: the token's `jti` is refused until it expires.
+pub async fn logout(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    request: Request<Incoming>,
+    record: &mut AccessRecord,
+) -> Result<Response<ResponseBody>, Failure> {
+    record.route = "logout".into();
+    if request.method() != Method::POST {
+        return Err(Failure::MethodNotAllowed { allow: "POST" });
+    }
+    let identity =
+        authenticate(shared, snapshot, request.headers())?.ok_or(Failure::MissingToken)?;
+    record.user.clone_from(&identity.token.subject);
+    record.decision = "logout";
+    if let Some(jti) = &identity.token.jti {
+        shared.revocations.revoke(jti, identity.token.expires_at);
+    }
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_parsing_refuses_duplicates_and_ignores_extras() {
+        let form = parse_form(b"grant_type=password&username=alex&password=p%26w&client_id=x").ok();
+        let form = form.unwrap_or_default();
+        assert_eq!(form.username.as_deref(), Some("alex"));
+        assert_eq!(form.password.as_deref(), Some("p&w"));
+        assert!(parse_form(b"username=alex&username=root&password=x").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+pub mod jwt;
+pub mod login;
+pub mod password;

@@ -1,0 +1,310 @@
+//! Command line: `run` (default), `check`, `explain`, `hash-password`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{lint, reload, Config, LogFormat};
+use crate::routes::Access;
+use crate::state::{Shared, Snapshot};
+
+/// Portcullis: a TLS reverse-proxy authentication gateway.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for `run` when no subcommand is given).
+    #[arg(
+        short,
+        long,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "gateway.yaml",
+        global = true
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate the config; print routes, users, scopes and warnings. Exit 1 if invalid.
+    Check {
+        /// Treat warnings as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Show which rule matches METHOD PATH (as normalised) and the decision.
+    Explain {
+        method: String,
+        path: String,
+        /// Pretend the caller holds these scopes (comma-separated).
+        #[arg(long, conflicts_with = "token", value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        /// Decide for this bearer token.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Read a password from stdin and print its argon2id PHC string.
+    HashPassword,
+}
+
+/// Run the parsed command; the exit code is the process's.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&cli.config),
+        Command::Check { strict } => check(&cli.config, strict),
+        Command::Explain {
+            method,
+            path,
+            scopes,
+            token,
+        } => explain(&cli.config, &method, &path, scopes, token),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn load_or_report(path: &Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(config) => Some(config),
+        Err(err) => {
+            eprintln!("error: {err}");
+            None
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+fn run(path: &Path) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    init_tracing(config.log_format);
+    if config.secret_is_random {
+        tracing::warn!(
+            "tokens.secret not set: using a random secret; tokens die with this process"
+        );
+    }
+    if config.tls.is_none() {
+        tracing::warn!("no `tls:` section: serving a self-signed development certificate");
+    }
+    let listen = config.listen;
+    let admin = config.admin;
+    let snapshot = match Snapshot::build(config, 1) {
+        Ok(snapshot) => snapshot,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shared = Shared::new(snapshot);
+    let listeners = match crate::server::bind(listen, crate::server::default_workers()) {
+        Ok(listeners) => listeners,
+        Err(err) => {
+            eprintln!("error: cannot listen on {listen}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        if let Some(admin) = admin {
+            let admin_listener = tokio::net::TcpListener::bind(admin).await?;
+            tracing::info!(address = %admin, "admin listener (healthz, readyz, metrics)");
+            tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
+        }
+        let _watcher = reload::spawn(path.to_owned(), shared.clone());
+        tracing::info!(address = %listen, workers = listeners.len(), "portcullis listening on https://{listen}");
+        crate::server::run(listeners, shared, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check(path: &Path, strict: bool) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let report = lint::report(&config);
+    print!("{}", report.text);
+    if report.warnings.is_empty() {
+        println!("{}: OK", path.display());
+        ExitCode::SUCCESS
+    } else if strict {
+        println!(
+            "{}: {} warning(s), failing because of --strict",
+            path.display(),
+            report.warnings.len()
+        );
+        ExitCode::FAILURE
+    } else {
+        println!(
+            "{}: OK with {} warning(s)",
+            path.display(),
+            report.warnings.len()
+        );
+        ExitCode::SUCCESS
+    }
+}
+
+fn explain(
+    path: &Path,
+    method: &str,
+    target: &str,
+    scopes: Option<Vec<String>>,
+    token: Option<String>,
+) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        eprintln!("error: `{method}` is not an HTTP method");
+        return ExitCode::FAILURE;
+    };
+    let raw_path = target.split('?').next().unwrap_or(target);
+    let normalised = match crate::path::normalise(raw_path) {
+        Ok(p) => p,
+        Err(err) => {
+            println!("path:     {raw_path}");
+            println!("decision: 400 Bad Request ({err})");
+            return ExitCode::SUCCESS;
+        }
+    };
+    println!("path:     {normalised}");
+    if normalised == config.login.path {
+        println!("endpoint: login (POST only)");
+        return ExitCode::SUCCESS;
+    }
+    let Some((index, route)) = config.routes.find(&method, "", &normalised) else {
+        println!("route:    none");
+        println!("decision: 404 Not Found (no route matches; nothing is forwarded)");
+        return ExitCode::SUCCESS;
+    };
+    println!("route:    #{} {} ({})", index + 1, route.id, route.pattern);
+    if let Some(host) = &route.host {
+        println!("note:     the route also requires Host {host}");
+    }
+    let keys = crate::auth::jwt::TokenKeys::new(config.tokens.clone());
+    let granted: Option<Vec<String>> = match (&scopes, &token) {
+        (Some(list), _) => Some(list.clone()),
+        (None, Some(token)) => match keys.verify(token, crate::service::unix_now()) {
+            Ok(verified) => {
+                println!(
+                    "token:    valid, sub={}, scope={}",
+                    verified.subject,
+                    verified.scopes.join(" ")
+                );
+                Some(verified.scopes)
+            }
+            Err(err) => {
+                println!("token:    invalid ({err})");
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let decision = match (&route.access, &granted) {
+        (Access::Deny, _) => "403 Forbidden (route denies everyone)".to_owned(),
+        (Access::Public, _) => format!(
+            "forwarded to `{}` (public route)",
+            route.upstream.as_deref().unwrap_or("?")
+        ),
+        (Access::Scopes(_), None) => {
+            "401 Unauthorized (a valid bearer token is required)".to_owned()
+        }
+        (Access::Scopes(requirement), Some(granted)) => {
+            let expanded = config.vocabulary.expand(granted.iter().map(String::as_str));
+            match requirement.check(&expanded, &config.vocabulary) {
+                Ok(()) => format!(
+                    "forwarded to `{}` (scopes satisfied)",
+                    route.upstream.as_deref().unwrap_or("?")
+                ),
+                Err(needed) => format!("403 Forbidden (insufficient scope; needs {needed})"),
+            }
+        }
+    };
+    println!("decision: {decision}");
+    ExitCode::SUCCESS
+}
+
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    let password = if stdin.is_terminal() {
+        match rpassword::prompt_password("Password: ") {
+            Ok(p) => p,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut text = String::new();
+        if let Err(err) = stdin.lock().read_to_string(&mut text) {
+            eprintln!("error: cannot read stdin: {err}");
+            return ExitCode::FAILURE;
+        }
+        text.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return ExitCode::FAILURE;
+    }
+    match crate::auth::password::hash_password(password.as_bytes()) {
+        Ok(hash) => {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! `portcullis check`: a readable table of what the config does, and warnings for what is
+//! probably a mistake (it is valid, but an operator should look).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use super::{Config, UpstreamTarget};
+use crate::routes::Access;
+
+/// The printed report and its warnings.
+#[derive(Debug)]
+pub struct Report {
+    pub text: String,
+    pub warnings: Vec<String>,
+}
+
+/// Describe `config` and collect its warnings.
+pub fn report(config: &Config) -> Report {
+    let mut text = String::new();
+    let routes = config.routes.routes();
+    let _ = writeln!(text, "routes ({}), first match wins:", routes.len());
+    let _ = writeln!(
+        text,
+        "  {:<3} {:<18} {:<22} {:<28} {:<10} who may pass",
+        "#", "id", "methods", "path", "upstream"
+    );
+    for (index, route) in routes.iter().enumerate() {
+        let methods = route
+            .methods
+            .as_ref()
+            .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
+            .unwrap_or_else(|| "any".into());
+        let path = match &route.host {
+            Some(host) => format!("{host}{}", route.pattern),
+            None => route.pattern.clone(),
+        };
+        let _ = writeln!(
+            text,
+            "  {:<3} {:<18} {:<22} {:<28} {:<10} {}",
+            index + 1,
+            route.id,
+            methods,
+            path,
+            route.upstream.as_deref().unwrap_or("-"),
+            who(config, &route.access)
+        );
+    }
+    let _ = writeln!(text, "  (anything else: 404, never forwarded)");
+    let _ = writeln!(text, "scopes ({}):", config.vocabulary.names().count());
+    for name in config.vocabulary.names() {
+        let _ = writeln!(text, "  {name}");
+    }
+    let mut users: Vec<_> = config.users.iter().collect();
+    users.sort_by(|a, b| a.0.cmp(b.0));
+    let _ = writeln!(text, "users ({}):", users.len());
+    for (name, user) in &users {
+        let _ = writeln!(text, "  {name:<16} {}", user.scopes.join(" "));
+    }
+
+    let warnings = warnings(config);
+    for warning in &warnings {
+        let _ = writeln!(text, "warning: {warning}");
+    }
+    Report { text, warnings }
+}
+
+fn who(config: &Config, access: &Access) -> String {
+    match access {
+        Access::Public => "anyone".into(),
+        Access::Deny => "no one (403)".into(),
+        Access::Scopes(req) => {
+            let names = |set: &crate::authz::ScopeSet| {
+                set.iter()
+                    .map(|id| config.vocabulary.name(id))
+                    .collect::<Vec<_>>()
+            };
+            let all = names(&req.all);
+            let any = names(&req.any);
+            match (all.is_empty(), any.is_empty()) {
+                (true, true) => "any signed-in user".into(),
+                (false, true) => format!("scopes: {}", all.join(" + ")),
+                (true, false) => format!("one of: {}", any.join(" | ")),
+                (false, false) => format!(
+                    "scopes: {} and one of: {}",
+                    all.join(" + "),
+                    any.join(" | ")
+                ),
+            }
+        }
+    }
+}
+
+fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let routes = config.routes.routes();
+    for (earlier, later) in config.routes.shadowed() {
+        warnings.push(format!(
+            "route #{} `{}` ({}) is unreachable: route #{} `{}` ({}) matches every request it would",
+            later + 1,
+            routes[later].id,
+            routes[later].pattern,
+            earlier + 1,
+            routes[earlier].id,
+            routes[earlier].pattern
+        ));
+    }
+    let required: HashSet<&str> = routes
+        .iter()
+        .filter_map(|r| match &r.access {
+            Access::Scopes(req) => Some(req.all.iter().chain(req.any.iter())),
+            _ => None,
+        })
+        .flatten()
+        .map(|id| config.vocabulary.name(id))
+        .collect();
+    for name in config.vocabulary.names() {
+        if !required.contains(name) {
+            warnings.push(format!("scope `{name}` is never required by any route"));
+        }
+    }
+    if config.secret_is_random {
+        warnings.push(
+            "tokens.secret is not set: a random secret is used and tokens die with the process"
+                .into(),
+        );
+    } else if is_weak_secret(&config.tokens.secret) {
+        warnings.push(
+            "tokens.secret looks weak (few distinct characters); use 32+ random bytes".into(),
+        );
+    }
+    let mut users: Vec<_> = config.users.iter().collect();
+    users.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, user) in users {
+        if user.hash.is_deprecated() {
+            warnings.push(format!(
+                "user `{name}` has a deprecated password hash (bcrypt or argon2id below m=19456,t=2,p=1); rehash with `portcullis hash-password`"
+            ));
+        }
+    }
+    let used: HashSet<&str> = routes
+        .iter()
+        .filter_map(|r| r.upstream.as_deref())
+        .collect();
+    let mut upstreams: Vec<_> = config.upstreams.values().collect();
+    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    for upstream in upstreams {
+        if !used.contains(upstream.name.as_str()) {
+            warnings.push(format!(
+                "upstream `{}` is not used by any route",
+                upstream.name
+            ));
+        }
+        if upstream.pass_token && upstream.target != UpstreamTarget::Echo {
+            warnings.push(format!(
+                "upstream `{}` receives the bearer token (pass_token: true)",
+                upstream.name
+            ));
+        }
+    }
+    if config.tls.is_none() {
+        warnings
+            .push("no `tls:` section: a self-signed development certificate will be served".into());
+    }
+    warnings
+}
+
+/// A secret with few distinct bytes (e.g. `aaaa…` or a repeated word) is guessable even when long.
+fn is_weak_secret(secret: &[u8]) -> bool {
+    let distinct: HashSet<&u8> = secret.iter().collect();
+    distinct.len() < 10
+}

@@ -1,0 +1,182 @@
+//! Hot reload: on a file change (debounced; the watch survives editors replacing the file) or
+//! SIGHUP, load → validate → build the whole new snapshot → swap one pointer. A bad file is
+//! logged with its `file:line:col` and the old snapshot keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::state::{Shared, Snapshot};
+
+/// Quiet period after the last file event before reloading (editors write in bursts).
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// What one reload attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new generation is serving.
+    Applied { generation: u64 },
+    /// The file content did not change.
+    Unchanged,
+    /// The file is invalid; the old config keeps serving.
+    Rejected { error: String },
+}
+
+impl ReloadOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// Load `path` and, if valid and different, publish it. Logs and counts the outcome.
+pub fn reload(path: &Path, shared: &Shared) -> ReloadOutcome {
+    let started = Instant::now();
+    let current = shared.snapshot();
+    let outcome = match Config::load(path) {
+        Err(err) => ReloadOutcome::Rejected {
+            error: err.to_string(),
+        },
+        Ok(config) if config.digest == current.config.digest => ReloadOutcome::Unchanged,
+        Ok(config) => {
+            warn_about_restart_only_changes(&current.config, &config);
+            match Snapshot::build(config, shared.next_generation()) {
+                Err(err) => ReloadOutcome::Rejected {
+                    error: format!("{}: {err}", path.display()),
+                },
+                Ok(snapshot) => {
+                    let generation = snapshot.generation;
+                    shared.publish(snapshot);
+                    ReloadOutcome::Applied { generation }
+                }
+            }
+        }
+    };
+    shared.metrics.reload(outcome.label());
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &outcome {
+        ReloadOutcome::Applied { generation } => {
+            tracing::info!(
+                outcome = "applied",
+                generation,
+                elapsed_ms,
+                "config reloaded"
+            )
+        }
+        ReloadOutcome::Unchanged => tracing::debug!(outcome = "unchanged", "config unchanged"),
+        ReloadOutcome::Rejected { error } => {
+            tracing::error!(outcome = "rejected", error = %error, "config reload rejected; keeping the previous config")
+        }
+    }
+    outcome
+}
+
+fn warn_about_restart_only_changes(old: &Config, new: &Config) {
+    if old.listen != new.listen {
+        tracing::warn!(old = %old.listen, new = %new.listen, "`listen` changed: takes effect after a restart");
+    }
+    if old.admin != new.admin {
+        tracing::warn!("`admin` changed: takes effect after a restart");
+    }
+    if old.limits.max_connections != new.limits.max_connections
+        || old.limits.shutdown_grace != new.limits.shutdown_grace
+    {
+        tracing::warn!(
+            "limits.max_connections / shutdown_grace changed: take effect after a restart"
+        );
+    }
+    if old.login.lockout != new.login.lockout {
+        tracing::warn!("login.lockout changed: takes effect after a restart");
+    }
+}
+
+/// Start watching the config (and its users file) and listening for SIGHUP. The returned
+/// guard keeps the file watcher alive.
+pub fn spawn(path: PathBuf, shared: Arc<Shared>) -> Option<notify::RecommendedWatcher> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    #[cfg(unix)]
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading config");
+                if tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let watcher = watch_files(&path, &shared, tx);
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait until events stop arriving for a moment.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let path = path.clone();
+            let shared_for_reload = shared.clone();
+            // Loading hashes nothing but does read files and build TLS: keep it off the
+            // serving threads and off this runtime's only thread.
+            let _ = tokio::task::spawn_blocking(move || reload(&path, &shared_for_reload)).await;
+        }
+    });
+    watcher
+}
+
+/// Watch the *directories* holding the config files: editors and `mv` replace files (new
+/// inode), which a watch on the file itself would silently stop seeing.
+fn watch_files(
+    path: &Path,
+    shared: &Shared,
+    tx: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let files: Vec<PathBuf> = shared
+        .snapshot()
+        .config
+        .files
+        .iter()
+        .chain(std::iter::once(&path.to_owned()))
+        .filter_map(|f| std::path::absolute(f).ok())
+        .collect();
+    let names = files.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let relevant = event.paths.iter().any(|p| {
+                names
+                    .iter()
+                    .any(|n| p == n || p.file_name() == n.file_name())
+            });
+            if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .map_err(|err| tracing::warn!(error = %err, "cannot watch config files; SIGHUP still reloads"))
+    .ok()?;
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_owned))
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        if let Err(err) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(error = %err, dir = %dir.display(), "cannot watch directory");
+        }
+    }
+    Some(watcher)
+}

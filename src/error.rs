@@ -1,0 +1,205 @@
+//! Every way a request can fail, and the ONE place a failure becomes a status, headers and a
+//! JSON body. Call sites pick a variant; they never pick a status code.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::auth::jwt::TokenError;
+use crate::body::ResponseBody;
+use crate::path::PathError;
+
+/// `WWW-Authenticate` realm, as SPEC fixes it.
+const REALM: &str = "portcullis";
+
+/// Why a request was not (fully) served.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("bad request target: {0}")]
+    BadTarget(#[from] PathError),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// Ambiguous framing (RFC 9112 §6.1): refuse and close the connection.
+    #[error("request has both Content-Length and Transfer-Encoding")]
+    AmbiguousFraming,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("no route matches")]
+    NotFound,
+    #[error("route denies all access")]
+    Denied,
+    #[error("bearer token required")]
+    MissingToken,
+    #[error("invalid token: {0}")]
+    InvalidToken(#[from] TokenError),
+    #[error("insufficient scope")]
+    InsufficientScope { needed: String },
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("oauth error {error}")]
+    OAuth {
+        status: StatusCode,
+        error: &'static str,
+        description: &'static str,
+    },
+    #[error("too many attempts")]
+    LockedOut { retry_after_secs: u64 },
+    #[error("server busy")]
+    Busy,
+    #[error("internal error")]
+    Internal,
+}
+
+impl Failure {
+    /// The status this failure is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Failure::BadTarget(_) | Failure::BadRequest(_) | Failure::AmbiguousFraming => {
+                StatusCode::BAD_REQUEST
+            }
+            Failure::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Failure::NotFound => StatusCode::NOT_FOUND,
+            Failure::Denied | Failure::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Failure::MissingToken | Failure::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Failure::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Failure::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Failure::OAuth { status, .. } => *status,
+            Failure::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Failure::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The decision label used in access logs and metrics.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            Failure::BadTarget(_)
+            | Failure::BadRequest(_)
+            | Failure::AmbiguousFraming
+            | Failure::MethodNotAllowed { .. } => "reject",
+            Failure::NotFound => "no_route",
+            Failure::Denied => "deny",
+            Failure::MissingToken | Failure::InvalidToken(_) => "unauthenticated",
+            Failure::InsufficientScope { .. } => "forbidden",
+            Failure::PayloadTooLarge => "reject",
+            Failure::UpstreamUnavailable | Failure::UpstreamTimeout => "upstream_error",
+            Failure::OAuth { .. } | Failure::LockedOut { .. } => "login_failed",
+            Failure::Busy => "busy",
+            Failure::Internal => "error",
+        }
+    }
+
+    /// OAuth/RFC 6750 error code and a client-safe description (never echoes input).
+    fn code_and_description(&self) -> (&'static str, String) {
+        match self {
+            Failure::BadTarget(e) => ("invalid_request", e.to_string()),
+            Failure::BadRequest(why) => ("invalid_request", (*why).to_owned()),
+            Failure::AmbiguousFraming => (
+                "invalid_request",
+                "both Content-Length and Transfer-Encoding".to_owned(),
+            ),
+            Failure::MethodNotAllowed { .. } => {
+                ("method_not_allowed", "method not allowed".to_owned())
+            }
+            Failure::NotFound => ("not_found", "no route matches this request".to_owned()),
+            Failure::Denied => ("access_denied", "this route is closed".to_owned()),
+            Failure::MissingToken => ("unauthorized", "a bearer token is required".to_owned()),
+            Failure::InvalidToken(e) => ("invalid_token", e.to_string()),
+            Failure::InsufficientScope { needed } => {
+                ("insufficient_scope", format!("requires scope: {needed}"))
+            }
+            Failure::PayloadTooLarge => ("invalid_request", "request body too large".to_owned()),
+            Failure::UpstreamUnavailable => (
+                "bad_gateway",
+                "the upstream could not be reached".to_owned(),
+            ),
+            Failure::UpstreamTimeout => (
+                "gateway_timeout",
+                "the upstream did not answer in time".to_owned(),
+            ),
+            Failure::OAuth {
+                error, description, ..
+            } => (error, (*description).to_owned()),
+            Failure::LockedOut { .. } => (
+                "too_many_attempts",
+                "too many failed attempts; try again later".to_owned(),
+            ),
+            Failure::Busy => (
+                "temporarily_unavailable",
+                "the server is busy; try again".to_owned(),
+            ),
+            Failure::Internal => ("server_error", "internal error".to_owned()),
+        }
+    }
+
+    /// Render the failure. The only function that turns a failure into a response.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let (code, description) = self.code_and_description();
+        let body =
+            serde_json::json!({ "error": code, "error_description": description }).to_string();
+        let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match &self {
+            Failure::MissingToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="portcullis""#),
+                );
+            }
+            Failure::InvalidToken(_) | Failure::InsufficientScope { .. } => {
+                let value = match &self {
+                    Failure::InsufficientScope { needed } => {
+                        format!(
+                            r#"Bearer realm="{REALM}", error="insufficient_scope", scope="{needed}""#
+                        )
+                    }
+                    _ => format!(
+                        r#"Bearer realm="{REALM}", error="invalid_token", error_description="{description}""#
+                    ),
+                };
+                // Scope names and descriptions are validated printable ASCII without quotes.
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            Failure::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Failure::AmbiguousFraming | Failure::BadRequest(_) | Failure::BadTarget(_) => {
+                // Whatever follows on this connection can no longer be trusted to be framed
+                // the way we think it is.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Failure::LockedOut { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Failure::Busy => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        if matches!(
+            self,
+            Failure::OAuth { .. } | Failure::LockedOut { .. } | Failure::Busy
+        ) {
+            no_store(headers);
+        }
+        response
+    }
+}
+
+/// RFC 6749 §5.1: token responses (and their errors) must not be cached.
+pub fn no_store(headers: &mut http::HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}

@@ -1,0 +1,322 @@
+//! Header hygiene between client and upstream: hop-by-hop removal, gateway-owned header
+//! stripping, `X-Forwarded-*` and identity headers, and a redacting `Debug` for logs.
+//!
+//! The upstream request is built by *removing* everything the client must not control and
+//! only then *adding* the gateway's own values, so no ordering of client headers can make a
+//! client value survive next to (or instead of) a gateway value.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The identity headers the upstream may trust.
+pub const FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
+pub const FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
+pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// RFC 9110 §7.6.1 hop-by-hop headers plus framing, which the gateway sets itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+    "content-length",
+];
+
+/// Headers that only the gateway may set, or that make an upstream re-route or re-method a
+/// request after the gateway authorised it (override headers, framework internals).
+const GATEWAY_OWNED: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-original-method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-middleware-subrequest",
+    "x-remote-user",
+    "remote-user",
+];
+
+/// Prefixes of gateway-owned header families.
+const GATEWAY_OWNED_PREFIXES: &[&str] = &[
+    "x-forwarded-",
+    "x-envoy-",
+    "x-gateway-",
+    "x-portcullis-",
+    "x-auth-request-",
+];
+
+/// Headers a client may list in `Connection` without that removing them: framing, routing and
+/// credentials are decided by the gateway, never dropped at a client's request.
+fn connection_may_remove(name: &str) -> bool {
+    !matches!(
+        name,
+        "host" | "authorization" | "content-length" | "transfer-encoding" | "te"
+    ) && !is_gateway_owned(name)
+}
+
+/// True for names the client can never pass through.
+pub fn is_gateway_owned(name: &str) -> bool {
+    GATEWAY_OWNED.contains(&name) || GATEWAY_OWNED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Remove from a client's request every header the upstream must not receive from the client.
+///
+/// Names containing `_` are dropped altogether (as nginx does by default): many frameworks
+/// map `X_Forwarded_User` onto `X-Forwarded-User`, so they cannot be told apart safely.
+pub fn strip_request(headers: &mut HeaderMap) {
+    let named_by_connection: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| {
+            HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes()).ok()
+        })
+        .filter(|name| connection_may_remove(name.as_str()))
+        .collect();
+    for name in named_by_connection {
+        headers.remove(name);
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            HOP_BY_HOP.contains(&name) || is_gateway_owned(name) || name.contains('_')
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Remove hop-by-hop headers from an upstream response before it goes to the client
+/// (HTTP/2 clients would treat them as a protocol error).
+pub fn strip_response(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
+        .filter(|n| !matches!(n.as_str(), "content-length" | "content-type"))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP.iter().filter(|n| **n != "content-length") {
+        headers.remove(*name);
+    }
+}
+
+/// Build the `X-Forwarded-For` value: the peer's chain is believed only when the peer is a
+/// trusted proxy; otherwise the peer address alone.
+pub fn forwarded_for(incoming: Option<&str>, peer: IpAddr, peer_trusted: bool) -> String {
+    match incoming
+        .filter(|_| peer_trusted)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(chain) => format!("{chain}, {peer}"),
+        None => peer.to_string(),
+    }
+}
+
+/// The address login regulation keys on: the socket peer, or behind trusted proxies the
+/// rightmost hop that is not itself a trusted proxy.
+pub fn client_address(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    is_trusted: impl Fn(IpAddr) -> bool,
+) -> IpAddr {
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all(&FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip))
+        .unwrap_or(peer)
+}
+
+/// Combine all `X-Forwarded-For` lines a (trusted) client sent into one list.
+pub fn joined_forwarded_for(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers
+        .get_all(&FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .peekable();
+    values.peek()?;
+    Some(values.collect::<Vec<_>>().join(", "))
+}
+
+/// The client's `X-Request-Id` when it is a sane token, otherwise a fresh one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(&REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        })
+}
+
+/// Headers whose values never appear in logs.
+fn is_sensitive(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | "x-api-key"
+    )
+}
+
+/// `Debug` for a header map that prints `[redacted]` for credentials.
+pub struct Redacted<'a>(pub &'a HeaderMap);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in self.0 {
+            if is_sensitive(name) {
+                map.entry(&name.as_str(), &"[redacted]");
+            } else {
+                map.entry(&name.as_str(), &String::from_utf8_lossy(value.as_bytes()));
+            }
+        }
+        map.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_identity_forwarding_override_and_underscore_headers() {
+        let mut h = map(&[
+            ("x-forwarded-user", "root"),
+            ("X-FORWARDED-USER", "root2"),
+            ("x_forwarded_user", "root3"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("x-envoy-original-path", "/admin"),
+            ("x-middleware-subrequest", "middleware"),
+            ("accept", "text/plain"),
+        ]);
+        strip_request(&mut h);
+        assert_eq!(h.len(), 1, "{:?}", Redacted(&h));
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_or_authorization_but_removes_listed_headers() {
+        let mut h = map(&[
+            (
+                "connection",
+                "close, x-custom, Authorization, Host, X-Forwarded-User",
+            ),
+            ("x-custom", "1"),
+            ("authorization", "Bearer t"),
+            ("host", "gw.test"),
+            ("keep-alive", "5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic eDp5"),
+        ]);
+        strip_request(&mut h);
+        assert!(!h.contains_key("x-custom"));
+        assert!(!h.contains_key("connection"));
+        assert!(!h.contains_key("keep-alive"));
+        assert!(!h.contains_key("te"));
+        assert!(!h.contains_key("proxy-authorization"));
+        assert!(h.contains_key("authorization"));
+        assert!(h.contains_key("host"));
+    }
+
+    #[test]
+    fn forwarded_for_believes_only_trusted_peers() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(forwarded_for(Some("1.1.1.1"), peer, false), "10.0.0.1");
+        assert_eq!(
+            forwarded_for(Some("1.1.1.1"), peer, true),
+            "1.1.1.1, 10.0.0.1"
+        );
+        assert_eq!(forwarded_for(None, peer, true), "10.0.0.1");
+    }
+
+    #[test]
+    fn client_address_takes_rightmost_untrusted_hop() {
+        let h = map(&[
+            ("x-forwarded-for", "9.9.9.9, 8.8.8.8"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]);
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        assert_eq!(
+            client_address(&h, "10.0.0.1".parse().unwrap(), trusted),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address(&h, "7.7.7.7".parse().unwrap(), trusted),
+            "7.7.7.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn redacted_debug_hides_credentials() {
+        let h = map(&[
+            ("authorization", "Bearer secret-token"),
+            ("cookie", "sid=abc"),
+            ("accept", "x"),
+        ]);
+        let shown = format!("{:?}", Redacted(&h));
+        assert!(!shown.contains("secret-token") && !shown.contains("sid=abc"));
+        assert!(shown.contains("accept"));
+    }
+
+    #[test]
+    fn request_id_is_kept_when_sane_and_generated_otherwise() {
+        assert_eq!(request_id(&map(&[("x-request-id", "abc-123")])), "abc-123");
+        let generated = request_id(&map(&[("x-request-id", "has space")]));
+        assert_eq!(generated.len(), 36);
+    }
+}

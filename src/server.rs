@@ -1,0 +1,232 @@
+//! Thread-per-core serving: one current-thread tokio runtime per worker, each with its own
+//! `SO_REUSEPORT` listener (the kernel spreads connections) and its own upstream pool. Only
+//! read-mostly state is shared. Also: the connection cap, the TLS handshake deadline, protocol
+//! choice by ALPN, and graceful drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::service::{self, ConnInfo};
+use crate::state::Shared;
+
+/// Bind `workers` listening sockets on `addr` with `SO_REUSEPORT`, so each worker accepts on
+/// its own socket. With port 0 the first socket picks the port and the others join it.
+pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(workers.max(1));
+    let mut addr = addr;
+    for _ in 0..workers.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_reuse_address(true)?;
+        #[cfg(unix)]
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// The number of serving threads: one per available core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Serve on `listeners` (one worker thread each) until `shutdown` resolves, then stop
+/// accepting, let in-flight requests finish within the grace period, and return.
+pub async fn run(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = shared.snapshot().config.limits.clone();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let mut workers = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let stop = stop_rx.clone();
+        let connections = connections.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("portcullis-worker-{index}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => runtime.block_on(worker(listener, shared, connections, stop)),
+                    Err(err) => tracing::error!(error = %err, "cannot start worker runtime"),
+                }
+                let _ = done_tx.send(());
+            })?;
+        workers.push(done_rx);
+    }
+    shutdown.await;
+    shared.set_draining();
+    tracing::info!(
+        grace_secs = limits.shutdown_grace.as_secs(),
+        "shutting down: no new connections, draining"
+    );
+    let _ = stop_tx.send(true);
+    for done in workers {
+        let _ = done.await;
+    }
+    tracing::info!("all connections closed");
+    Ok(())
+}
+
+/// One core's accept loop, then its drain.
+async fn worker(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot register listener");
+            return;
+        }
+    };
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    // Over the connection cap: close at once rather than queue.
+                    drop(stream);
+                    continue;
+                };
+                let shared = shared.clone();
+                let stop = stop.clone();
+                tasks.spawn(async move {
+                    shared.metrics.connection(1);
+                    serve_connection(stream, peer, &shared, stop).await;
+                    shared.metrics.connection(-1);
+                    drop(permit);
+                });
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let grace = shared.snapshot().config.limits.shutdown_grace;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "grace period over; closing remaining connections"
+        );
+        tasks.abort_all();
+    }
+}
+
+/// TLS handshake under the first-byte deadline, then HTTP/1.1 or HTTP/2 as ALPN chose.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let snapshot = shared.snapshot();
+    let limits = snapshot.config.limits.clone();
+    // The TLS config is read per connection, so a reloaded certificate serves the next handshake.
+    let acceptor = TlsAcceptor::from(snapshot.tls.clone());
+    drop(snapshot);
+    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let conn = ConnInfo { peer };
+    let shared_for_service = shared.clone();
+    let service =
+        service_fn(move |request| service::handle(shared_for_service.clone(), conn, request));
+    let io = TokioIo::new(tls);
+    if is_h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_h2_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(limits.idle_timeout / 2))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let connection = builder.serve_connection(io, service);
+        drive(connection, &mut stop, |c| c.graceful_shutdown()).await;
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        let connection = builder.serve_connection(io, service).with_upgrades();
+        drive(connection, &mut stop, |c| c.graceful_shutdown()).await;
+    }
+}
+
+/// Run a hyper connection to completion; on shutdown ask it to finish the in-flight
+/// request(s) and close, then keep polling it until it does.
+async fn drive<C, E>(
+    connection: C,
+    stop: &mut watch::Receiver<bool>,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    // Map the watch guard away at once: it must not be held across an await.
+    let stopping = async { stop.wait_for(|stopping| *stopping).await.is_ok() };
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        true = stopping => {
+            graceful(connection.as_mut());
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}

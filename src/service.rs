@@ -1,0 +1,472 @@
+//! The request pipeline, one small function per phase:
+//! snapshot → hygiene → normalise target (400) → gateway endpoint? → match route (404) →
+//! authenticate bearer (401) → authorise scopes (403) → build upstream request → forward
+//! (502/504) → access log.
+//!
+//! [`handle`] is the only function hyper calls; it never returns `Err`: every failure is
+//! rendered by [`Failure::into_response`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::access_log::AccessRecord;
+use crate::auth::jwt::{TokenError, VerifiedToken};
+use crate::auth::login;
+use crate::body::ResponseBody;
+use crate::config::{Upstream, UpstreamTarget};
+use crate::error::Failure;
+use crate::headers::{
+    self, FORWARDED_FOR, FORWARDED_HOST, FORWARDED_PROTO, FORWARDED_SCOPES, FORWARDED_USER,
+    REQUEST_ID,
+};
+use crate::routes::{Access, Route};
+use crate::state::{Shared, Snapshot};
+use crate::{echo, path, proxy};
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+}
+
+/// A caller whose bearer token was verified.
+#[derive(Debug)]
+pub struct Identity {
+    pub token: VerifiedToken,
+    /// Granted scopes expanded through `implies`, space-separated, for `X-Forwarded-Scopes`.
+    pub scopes_header: String,
+}
+
+/// Serve one request. Never fails: errors become responses here.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let snapshot = shared.snapshot();
+    let request_id = headers::request_id(request.headers());
+    let mut record = AccessRecord::start(&request, conn.peer, &request_id);
+    let mut response = match pipeline(&shared, &snapshot, conn, request, &mut record).await {
+        Ok(response) => response,
+        Err(failure) => {
+            record.decision = failure.decision();
+            if matches!(failure, Failure::Internal) {
+                tracing::error!(request_id = ?request_id, "internal error");
+            }
+            failure.into_response()
+        }
+    };
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    record.finish(&shared.metrics, response.status(), started);
+    Ok(response)
+}
+
+async fn pipeline(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    conn: ConnInfo,
+    request: Request<Incoming>,
+    record: &mut AccessRecord,
+) -> Result<Response<ResponseBody>, Failure> {
+    let host = check_hygiene(&request)?;
+    let Some(path) = request_path(&request)? else {
+        record.decision = "local";
+        return Ok(options_star());
+    };
+    record.path.clone_from(&path);
+    let config = &snapshot.config;
+    if path == config.login.path {
+        return login::login(shared, snapshot, conn, request, record).await;
+    }
+    if path == login::LOGOUT_PATH {
+        return login::logout(shared, snapshot, request, record).await;
+    }
+    let (_, route) = config
+        .routes
+        .find(request.method(), &host, &path)
+        .ok_or(Failure::NotFound)?;
+    record.route.clone_from(&route.id);
+    let identity = decide(shared, snapshot, route, request.headers())?;
+    record.decision = "allow";
+    if let Some(identity) = &identity {
+        record.user.clone_from(&identity.token.subject);
+    }
+    let upstream = route
+        .upstream
+        .as_ref()
+        .and_then(|name| config.upstreams.get(name))
+        .ok_or(Failure::Internal)?;
+    let upstream_request =
+        build_upstream_request(snapshot, conn, upstream, request, &path, identity.as_ref())?;
+    send(upstream, upstream_request, record).await
+}
+
+/// Request hygiene that hyper leaves to us (SPEC "Request hygiene"). Returns the host used
+/// for routing: lowercase, without port or trailing dot.
+fn check_hygiene<B>(request: &Request<B>) -> Result<String, Failure> {
+    match *request.method() {
+        Method::CONNECT | Method::TRACE => {
+            return Err(Failure::MethodNotAllowed {
+                allow: ALLOWED_METHODS,
+            })
+        }
+        _ => {}
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Failure::BadRequest("duplicate Host header"));
+    }
+    let authority = request.uri().authority().map(|a| a.as_str());
+    let host = match (request.version(), host_header, authority) {
+        (Version::HTTP_2 | Version::HTTP_3, Some(h), Some(a)) if h.as_bytes() != a.as_bytes() => {
+            return Err(Failure::BadRequest("host header differs from :authority"))
+        }
+        (Version::HTTP_2 | Version::HTTP_3, _, Some(a)) => a,
+        (Version::HTTP_2 | Version::HTTP_3, Some(h), None) => h
+            .to_str()
+            .map_err(|_| Failure::BadRequest("invalid Host header"))?,
+        (_, _, Some(_)) => return Err(Failure::BadTarget(path::PathError::NotOriginForm)),
+        (_, Some(h), None) => h
+            .to_str()
+            .map_err(|_| Failure::BadRequest("invalid Host header"))?,
+        (Version::HTTP_10 | Version::HTTP_09, None, None) => "",
+        (_, None, None) => return Err(Failure::BadRequest("missing Host header")),
+    };
+    routing_host(host)
+}
+
+/// Methods the gateway ever forwards, for `Allow` on 405 and `OPTIONS *`.
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Validate a Host value (RFC 9110 §7.2: uri-host [":" port]) and reduce it to what route
+/// `host:` rules compare against.
+fn routing_host(host: &str) -> Result<String, Failure> {
+    const BAD: Failure = Failure::BadRequest("invalid Host header");
+    if host.is_empty() {
+        return Ok(String::new());
+    }
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']').ok_or(BAD)?;
+        if inside.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(BAD);
+        }
+        (
+            &host[..inside.len() + 2],
+            after.strip_prefix(':').map(Some).unwrap_or_else(|| {
+                if after.is_empty() {
+                    None
+                } else {
+                    Some("x")
+                }
+            }),
+        )
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    if let Some(port) = port {
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BAD);
+        }
+    }
+    let valid = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'[' | b']' | b':')
+    };
+    if name.is_empty() || !name.bytes().all(valid) {
+        return Err(BAD);
+    }
+    Ok(name.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// The canonical path, or `None` for `OPTIONS *`, which the gateway answers itself.
+fn request_path<B>(request: &Request<B>) -> Result<Option<String>, Failure> {
+    let uri = request.uri();
+    // HTTP/2 always carries :scheme and :authority; in HTTP/1 they mean absolute-form.
+    let is_h1 = request.version() < Version::HTTP_2;
+    if is_h1 && (uri.scheme().is_some() || uri.authority().is_some()) {
+        return Err(Failure::BadTarget(path::PathError::NotOriginForm));
+    }
+    if uri.path() == "*" {
+        return if request.method() == Method::OPTIONS {
+            Ok(None)
+        } else {
+            Err(Failure::BadTarget(path::PathError::NotOriginForm))
+        };
+    }
+    Ok(Some(path::normalise(uri.path())?))
+}
+
+fn options_star() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    response
+}
+
+/// Authenticate and authorise against the matched route. `Ok(None)` = anonymous but allowed.
+fn decide(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    route: &Route,
+    headers: &http::HeaderMap,
+) -> Result<Option<Identity>, Failure> {
+    match &route.access {
+        Access::Deny => Err(Failure::Denied),
+        // A valid token on a public route still identifies the caller; an invalid one is ignored.
+        Access::Public => Ok(authenticate(shared, snapshot, headers).ok().flatten()),
+        Access::Scopes(requirement) => {
+            let identity = authenticate(shared, snapshot, headers)?.ok_or(Failure::MissingToken)?;
+            let granted = snapshot
+                .config
+                .vocabulary
+                .expand(identity.token.scopes.iter().map(String::as_str));
+            requirement
+                .check(&granted, &snapshot.config.vocabulary)
+                .map_err(|needed| Failure::InsufficientScope { needed })?;
+            Ok(Some(identity))
+        }
+    }
+}
+
+/// Verify the bearer token, if any. `Ok(None)` when the request carries no bearer credentials.
+pub fn authenticate(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    headers: &http::HeaderMap,
+) -> Result<Option<Identity>, Failure> {
+    let Some(token) = bearer_token(headers)? else {
+        return Ok(None);
+    };
+    let verified = snapshot.keys.verify(token, unix_now())?;
+    if let Some(jti) = &verified.jti {
+        if shared.revocations.is_revoked(jti, unix_now()) {
+            return Err(Failure::InvalidToken(TokenError::Revoked));
+        }
+    }
+    let vocabulary = &snapshot.config.vocabulary;
+    let expanded = vocabulary.expand(verified.scopes.iter().map(String::as_str));
+    let scopes_header = expanded
+        .iter()
+        .map(|id| vocabulary.name(id))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Some(Identity {
+        token: verified,
+        scopes_header,
+    }))
+}
+
+/// RFC 6750 §2.1: exactly one `Authorization: Bearer <token68>`; the scheme is
+/// case-insensitive, anything ambiguous is refused rather than guessed.
+pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, Failure> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Failure::BadRequest("multiple Authorization headers"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Failure::InvalidToken(TokenError::Malformed))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token68 = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    };
+    if token.is_empty() || !token.bytes().all(token68) {
+        return Err(Failure::InvalidToken(TokenError::Malformed));
+    }
+    Ok(Some(token))
+}
+
+/// Seconds since the Unix epoch (token times).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Rebuild the request for the upstream: canonical path, stripped client headers, then the
+/// gateway's own forwarding and identity headers.
+fn build_upstream_request(
+    snapshot: &Snapshot,
+    conn: ConnInfo,
+    upstream: &Upstream,
+    request: Request<Incoming>,
+    path: &str,
+    identity: Option<&Identity>,
+) -> Result<Request<Incoming>, Failure> {
+    let (mut parts, body) = request.into_parts();
+    let websocket = is_websocket_upgrade(&parts);
+    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let peer_trusted = snapshot.config.is_trusted_proxy(conn.peer.ip());
+    let incoming_chain = headers::joined_forwarded_for(&parts.headers);
+    let authorization = parts.headers.remove(header::AUTHORIZATION);
+
+    headers::strip_request(&mut parts.headers);
+
+    let h = &mut parts.headers;
+    if let Some(host) = &client_host {
+        h.insert(header::HOST, host.clone());
+        h.insert(FORWARDED_HOST, host.clone());
+    }
+    let xff = headers::forwarded_for(incoming_chain.as_deref(), conn.peer.ip(), peer_trusted);
+    h.insert(
+        FORWARDED_FOR,
+        HeaderValue::from_str(&xff).map_err(|_| Failure::Internal)?,
+    );
+    h.insert(FORWARDED_PROTO, HeaderValue::from_static("https"));
+    if let Some(identity) = identity {
+        // The subject was checked for control characters and length when the token was verified.
+        let user = HeaderValue::from_str(&identity.token.subject)
+            .map_err(|_| Failure::InvalidToken(TokenError::InvalidSubject))?;
+        h.insert(FORWARDED_USER, user);
+        if let Ok(scopes) = HeaderValue::from_str(&identity.scopes_header) {
+            h.insert(FORWARDED_SCOPES, scopes);
+        }
+    }
+    if upstream.pass_token {
+        if let Some(authorization) = authorization {
+            h.insert(header::AUTHORIZATION, authorization);
+        }
+    }
+    if websocket {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| Failure::Internal)?;
+    parts.uri = match &upstream.target {
+        UpstreamTarget::Http { scheme, authority } => Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| Failure::Internal)?,
+        UpstreamTarget::Echo => Uri::from(path_and_query),
+    };
+    // Upstreams speak HTTP/1.1; the client's h2 framing ends at the gateway.
+    parts.version = Version::HTTP_11;
+    Ok(Request::from_parts(parts, body))
+}
+
+/// An HTTP/1.1 WebSocket handshake (RFC 6455 §4.1). Other upgrades (h2c) are never forwarded.
+fn is_websocket_upgrade(parts: &http::request::Parts) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    parts.version == Version::HTTP_11
+        && parts.method == Method::GET
+        && has_token(header::UPGRADE, "websocket")
+        && has_token(header::CONNECTION, "upgrade")
+}
+
+/// Forward and turn the upstream's answer into the client's response.
+async fn send(
+    upstream: &Upstream,
+    mut request: Request<Incoming>,
+    record: &mut AccessRecord,
+) -> Result<Response<ResponseBody>, Failure> {
+    if upstream.target == UpstreamTarget::Echo {
+        return Ok(echo::respond(&request));
+    }
+    let client_upgrade = request
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut request));
+    let started = Instant::now();
+    let result = proxy::forward(upstream, request).await;
+    record.upstream_latency = Some(started.elapsed());
+    let mut response = result?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(Failure::UpstreamUnavailable);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        proxy::tunnel(client_upgrade, upstream_upgrade);
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_response(&mut parts.headers);
+    Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_host_normalises_and_rejects_bad_values() {
+        assert_eq!(routing_host("GW.Test:443").ok().as_deref(), Some("gw.test"));
+        assert_eq!(routing_host("gw.test.").ok().as_deref(), Some("gw.test"));
+        assert_eq!(routing_host("[::1]:8443").ok().as_deref(), Some("[::1]"));
+        for bad in [
+            "gw.test@evil.test",
+            "gw.test:80:80",
+            "gw.test/x",
+            "gw.test:",
+            "gw test",
+            "[zz]",
+        ] {
+            assert!(routing_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bearer_token_parsing_is_strict() {
+        let map = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        assert_eq!(
+            bearer_token(&map(&["Bearer abc.def.ghi"])).ok().flatten(),
+            Some("abc.def.ghi")
+        );
+        assert_eq!(
+            bearer_token(&map(&["bearer abc"])).ok().flatten(),
+            Some("abc")
+        );
+        assert!(matches!(bearer_token(&map(&["Basic eDp5"])), Ok(None)));
+        assert!(bearer_token(&map(&["Bearer  abc"])).is_err());
+        assert!(bearer_token(&map(&["Bearer abc "])).is_err());
+        assert!(bearer_token(&map(&["Bearer a, Bearer b"])).is_err());
+        assert!(bearer_token(&map(&["Bearer a", "Bearer b"])).is_err());
+        assert!(bearer_token(&map(&["Bearer"])).is_err());
+    }
+}

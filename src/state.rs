@@ -1,0 +1,115 @@
+//! What every request reads: one immutable [`Snapshot`] per config generation behind a single
+//! swappable pointer, plus the process-wide mutable state (lockouts, revocations, the login
+//! hashing pool, metrics) that outlives reloads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+
+use crate::auth::jwt::TokenKeys;
+use crate::auth::password::PasswordVerifier;
+use crate::config::Config;
+use crate::limit::{Lockouts, Revocations};
+use crate::metrics::Metrics;
+use crate::tls::{self, TlsError};
+
+/// Upper bound on tracked lockout keys (usernames + addresses).
+const MAX_LOCKOUT_KEYS: usize = 100_000;
+/// Upper bound on remembered revoked token ids.
+const MAX_REVOCATIONS: usize = 1_000_000;
+
+/// Everything derived from one config file, built completely before it is published.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Config,
+    pub keys: TokenKeys,
+    pub tls: Arc<ServerConfig>,
+}
+
+/// Why a snapshot could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+}
+
+impl Snapshot {
+    /// Build every derived object (keys, TLS) so publishing it cannot fail half-way.
+    pub fn build(config: Config, generation: u64) -> Result<Snapshot, BuildError> {
+        let tls = match &config.tls {
+            Some(paths) => tls::server_config(paths)?,
+            None => tls::dev_server_config()?,
+        };
+        let keys = TokenKeys::new(config.tokens.clone());
+        Ok(Snapshot {
+            generation,
+            config,
+            keys,
+            tls,
+        })
+    }
+}
+
+/// Process-wide state shared by every core.
+#[derive(Debug)]
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+    pub lockouts: Lockouts,
+    pub revocations: Revocations,
+    pub passwords: PasswordVerifier,
+    pub metrics: Metrics,
+    ready: AtomicBool,
+}
+
+impl Shared {
+    /// Start with a first snapshot.
+    pub fn new(first: Snapshot) -> Arc<Shared> {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let lockouts = Lockouts::new(first.config.login.lockout.clone(), MAX_LOCKOUT_KEYS);
+        let metrics = Metrics::new();
+        metrics.config_loaded(first.generation, &first.config.digest);
+        Arc::new(Shared {
+            generation: AtomicU64::new(first.generation),
+            snapshot: ArcSwap::from_pointee(first),
+            lockouts,
+            revocations: Revocations::new(MAX_REVOCATIONS),
+            passwords: PasswordVerifier::new(cores, cores * 4),
+            metrics,
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    /// The current snapshot. Callers hold the `Arc` for the whole request, so a request
+    /// finishes on the rules it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The generation number the next snapshot should carry.
+    pub fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Publish a new snapshot: one pointer swap, atomic for every reader.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.metrics
+            .config_loaded(snapshot.generation, &snapshot.config.digest);
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// `/readyz`: a config is loaded and the server is not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Mark the server as draining (shutdown started).
+    pub fn set_draining(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+}
