@@ -29,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod echo;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod limit;
 pub mod metrics;

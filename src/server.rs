@@ -16,6 +16,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::framing::Recorded;
 use crate::service::{self, ConnInfo};
 use crate::state::Shared;
 
@@ -178,12 +179,13 @@ async fn serve_connection(
         }
     };
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let conn = ConnInfo { peer };
-    let shared_for_service = shared.clone();
-    let service =
-        service_fn(move |request| service::handle(shared_for_service.clone(), conn, request));
-    let io = TokioIo::new(tls);
     if is_h2 {
+        let conn = ConnInfo { peer, recent: None };
+        let shared_for_service = shared.clone();
+        let service = service_fn(move |request| {
+            service::handle(shared_for_service.clone(), conn.clone(), request)
+        });
+        let io = TokioIo::new(tls);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -194,6 +196,16 @@ async fn serve_connection(
         let connection = builder.serve_connection(io, service);
         drive(connection, &mut stop, |c| c.graceful_shutdown()).await;
     } else {
+        let (tls, recent) = Recorded::new(tls);
+        let conn = ConnInfo {
+            peer,
+            recent: Some(recent),
+        };
+        let shared_for_service = shared.clone();
+        let service = service_fn(move |request| {
+            service::handle(shared_for_service.clone(), conn.clone(), request)
+        });
+        let io = TokioIo::new(tls);
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())

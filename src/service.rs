@@ -22,6 +22,7 @@ use crate::auth::login;
 use crate::body::ResponseBody;
 use crate::config::{Upstream, UpstreamTarget};
 use crate::error::Failure;
+use crate::framing::RecentBytes;
 use crate::headers::{
     self, FORWARDED_FOR, FORWARDED_HOST, FORWARDED_PROTO, FORWARDED_SCOPES, FORWARDED_USER,
     REQUEST_ID,
@@ -31,9 +32,11 @@ use crate::state::{Shared, Snapshot};
 use crate::{echo, path, proxy};
 
 /// Where a request came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// Recent raw bytes of an HTTP/1 connection, to see framing headers hyper hides.
+    pub recent: Option<Arc<RecentBytes>>,
 }
 
 /// A caller whose bearer token was verified.
@@ -76,7 +79,7 @@ async fn pipeline(
     request: Request<Incoming>,
     record: &mut AccessRecord,
 ) -> Result<Response<ResponseBody>, Failure> {
-    let host = check_hygiene(&request)?;
+    let host = check_hygiene(&request, &conn)?;
     let Some(path) = request_path(&request)? else {
         record.decision = "local";
         return Ok(options_star());
@@ -105,13 +108,13 @@ async fn pipeline(
         .and_then(|name| config.upstreams.get(name))
         .ok_or(Failure::Internal)?;
     let upstream_request =
-        build_upstream_request(snapshot, conn, upstream, request, &path, identity.as_ref())?;
+        build_upstream_request(snapshot, &conn, upstream, request, &path, identity.as_ref())?;
     send(upstream, upstream_request, record).await
 }
 
 /// Request hygiene that hyper leaves to us (SPEC "Request hygiene"). Returns the host used
 /// for routing: lowercase, without port or trailing dot.
-fn check_hygiene<B>(request: &Request<B>) -> Result<String, Failure> {
+fn check_hygiene<B>(request: &Request<B>, conn: &ConnInfo) -> Result<String, Failure> {
     match *request.method() {
         Method::CONNECT | Method::TRACE => {
             return Err(Failure::MethodNotAllowed {
@@ -119,6 +122,13 @@ fn check_hygiene<B>(request: &Request<B>) -> Result<String, Failure> {
             })
         }
         _ => {}
+    }
+    if let Some(recent) = &conn.recent {
+        if request.headers().contains_key(header::TRANSFER_ENCODING)
+            && recent.had_content_length(request.method().as_str(), &request.uri().to_string())
+        {
+            return Err(Failure::AmbiguousFraming);
+        }
     }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let host_header = hosts.next();
@@ -307,7 +317,7 @@ pub fn unix_now() -> u64 {
 /// gateway's own forwarding and identity headers.
 fn build_upstream_request(
     snapshot: &Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     upstream: &Upstream,
     request: Request<Incoming>,
     path: &str,

@@ -1,0 +1,164 @@
+//! Detection of requests that carry both `Content-Length` and `Transfer-Encoding`
+//! (RFC 9112 §6.1, request smuggling).
+//!
+//! hyper resolves that conflict on its own (it follows `Transfer-Encoding` and silently drops
+//! `Content-Length` from the header map), so by the time a request reaches the service the
+//! evidence is gone. The contract is to refuse such requests and close the connection, so an
+//! HTTP/1 connection's reads pass through [`Recorded`], which keeps the most recent bytes;
+//! when a request arrives with `Transfer-Encoding`, its raw header block is looked up there.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How many recent bytes are kept: a header block (≤ `max_header_bytes`) plus whatever hyper
+/// read after it in the same buffer.
+const KEEP: usize = 64 * 1024;
+
+/// The recent bytes read on one connection.
+#[derive(Debug, Default)]
+pub struct RecentBytes {
+    bytes: Mutex<Vec<u8>>,
+}
+
+impl RecentBytes {
+    fn record(&self, new: &[u8]) {
+        let Ok(mut bytes) = self.bytes.lock() else {
+            return;
+        };
+        if new.len() >= KEEP {
+            bytes.clear();
+            bytes.extend_from_slice(&new[new.len() - KEEP..]);
+            return;
+        }
+        // Trim only when twice the window is used, so the copying stays amortised O(1) per byte.
+        if bytes.len() + new.len() > 2 * KEEP {
+            let excess = bytes.len() + new.len() - KEEP;
+            bytes.drain(..excess);
+        }
+        bytes.extend_from_slice(new);
+    }
+
+    /// Whether the raw header block of the most recent request whose request line starts with
+    /// `METHOD TARGET ` also carried a `Content-Length` header line.
+    pub fn had_content_length(&self, method: &str, target: &str) -> bool {
+        let Ok(bytes) = self.bytes.lock() else {
+            return false;
+        };
+        let line = format!("{method} {target} ");
+        let Some(start) = rfind(&bytes, line.as_bytes()) else {
+            return false;
+        };
+        let head = &bytes[start..];
+        let end = find(head, b"\r\n\r\n").unwrap_or(head.len());
+        head[..end].split(|b| *b == b'\n').skip(1).any(|header| {
+            header.len() > 15 && header[..15].eq_ignore_ascii_case(b"content-length:")
+        })
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// An I/O stream whose reads are also appended to a [`RecentBytes`].
+#[derive(Debug)]
+pub struct Recorded<S> {
+    inner: S,
+    recent: Arc<RecentBytes>,
+}
+
+impl<S> Recorded<S> {
+    /// Wrap `inner`; the returned handle is what the service queries.
+    pub fn new(inner: S) -> (Self, Arc<RecentBytes>) {
+        let recent = Arc::new(RecentBytes::default());
+        (
+            Recorded {
+                inner,
+                recent: recent.clone(),
+            },
+            recent,
+        )
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &result {
+            this.recent.record(&buf.filled()[before..]);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_content_length_in_the_matching_header_block_only() {
+        let recent = RecentBytes::default();
+        recent.record(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+        recent.record(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG");
+        assert!(recent.had_content_length("POST", "/p"));
+        assert!(!recent.had_content_length("GET", "/a"));
+        let clean = RecentBytes::default();
+        clean.record(
+            b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nContent-Length: 1\r\n",
+        );
+        assert!(!clean.had_content_length("POST", "/p"));
+    }
+
+    #[test]
+    fn keeps_only_a_bounded_tail() {
+        let recent = RecentBytes::default();
+        for _ in 0..100 {
+            recent.record(&[b'x'; 4096]);
+        }
+        assert!(recent.bytes.lock().map(|b| b.len()).unwrap_or(0) <= 2 * KEEP);
+    }
+}
