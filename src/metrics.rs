@@ -149,7 +149,7 @@ impl Metrics {
         self.lockouts.inc();
     }
 
-    /// Record a reload outcome (`applied`, `unchanged`, `invalid`).
+    /// Record a reload outcome (`applied`, `unchanged`, `rejected`).
     pub fn reload(&self, outcome: &str) {
         self.reloads
             .get_or_create(&OutcomeLabels {

@@ -45,6 +45,8 @@ pub struct Identity {
     pub token: VerifiedToken,
     /// Granted scopes expanded through `implies`, space-separated, for `X-Forwarded-Scopes`.
     pub scopes_header: String,
+    /// What logout records: the `jti`, or a digest of the token when it has none.
+    pub revocation_key: String,
 }
 
 /// Serve one request. Never fails: errors become responses here.
@@ -260,11 +262,14 @@ pub fn authenticate(
     let Some(token) = bearer_token(headers)? else {
         return Ok(None);
     };
-    let verified = snapshot.keys.verify(token, unix_now())?;
-    if let Some(jti) = &verified.jti {
-        if shared.revocations.is_revoked(jti, unix_now()) {
-            return Err(Failure::InvalidToken(TokenError::Revoked));
-        }
+    let now = unix_now();
+    let verified = snapshot.keys.verify(token, now)?;
+    let revocation_key = match &verified.jti {
+        Some(jti) => jti.clone(),
+        None => token_digest(token),
+    };
+    if shared.revocations.is_revoked(&revocation_key, now) {
+        return Err(Failure::InvalidToken(TokenError::Revoked));
     }
     let vocabulary = &snapshot.config.vocabulary;
     let expanded = vocabulary.expand(verified.scopes.iter().map(String::as_str));
@@ -276,7 +281,16 @@ pub fn authenticate(
     Ok(Some(Identity {
         token: verified,
         scopes_header,
+        revocation_key,
     }))
+}
+
+/// A revocation key for tokens without `jti` (e.g. minted by other apps sharing the secret).
+fn token_digest(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// RFC 6750 §2.1: exactly one `Authorization: Bearer <token68>`; the scheme is

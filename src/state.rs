@@ -15,7 +15,7 @@ use crate::limit::{Lockouts, Revocations};
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 
-/// Upper bound on tracked lockout keys (usernames + addresses).
+/// Upper bound on tracked lockout keys, per table (usernames; addresses).
 const MAX_LOCKOUT_KEYS: usize = 100_000;
 /// Upper bound on remembered revoked token ids.
 const MAX_REVOCATIONS: usize = 1_000_000;
@@ -58,7 +58,11 @@ impl Snapshot {
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     generation: AtomicU64,
-    pub lockouts: Lockouts,
+    /// Failed logins per username.
+    pub user_lockouts: Lockouts,
+    /// Failed logins per client address, separately, so a username spray cannot crowd
+    /// addresses out of the table (or the reverse).
+    pub ip_lockouts: Lockouts,
     pub revocations: Revocations,
     pub passwords: PasswordVerifier,
     pub metrics: Metrics,
@@ -71,13 +75,14 @@ impl Shared {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let lockouts = Lockouts::new(first.config.login.lockout.clone(), MAX_LOCKOUT_KEYS);
+        let policy = first.config.login.lockout;
         let metrics = Metrics::new();
         metrics.config_loaded(first.generation, &first.config.digest);
         Arc::new(Shared {
             generation: AtomicU64::new(first.generation),
             snapshot: ArcSwap::from_pointee(first),
-            lockouts,
+            user_lockouts: Lockouts::new(policy, MAX_LOCKOUT_KEYS),
+            ip_lockouts: Lockouts::new(policy, MAX_LOCKOUT_KEYS),
             revocations: Revocations::new(MAX_REVOCATIONS),
             passwords: PasswordVerifier::new(cores, cores * 4),
             metrics,

@@ -3,8 +3,6 @@
 //! Every credential failure gets the same bytes and, through the dummy hash, the same time;
 //! regulation keys on the username and the client address; hashing runs on the bounded pool.
 
-use std::net::IpAddr;
-
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -114,15 +112,16 @@ async fn attempt(
     // Usernames are case-insensitive: `Alex` and `alex` are one identity.
     let username = username.to_ascii_lowercase();
     record.user.clone_from(&username);
-    let user_key = format!("user:{username}");
-    let ip_key = format!("ip:{client_ip}");
+    let ip_key = client_ip.to_string();
     let now = Instant::now();
-    for key in [&user_key, &ip_key] {
-        if let Some(retry) = shared.lockouts.locked(key, now) {
-            return Err(Failure::LockedOut {
-                retry_after_secs: retry.as_secs().max(1),
-            });
-        }
+    let locked = shared
+        .user_lockouts
+        .locked(&username, now)
+        .or_else(|| shared.ip_lockouts.locked(&ip_key, now));
+    if let Some(retry) = locked {
+        return Err(Failure::LockedOut {
+            retry_after_secs: retry.as_secs().max(1),
+        });
     }
     let user = config.users.get(&username);
     let verified = shared
@@ -135,10 +134,12 @@ async fn attempt(
             _ => Failure::Internal,
         })?;
     let Some(user) = user.filter(|_| verified) else {
-        record_failure(shared, &[&user_key, &ip_key], client_ip);
+        record_failure(shared, &username, &ip_key);
         return Err(invalid_grant());
     };
-    shared.lockouts.record_success(&user_key);
+    // Only the username's counter: a valid account must not reset its address's counter
+    // between guesses at other accounts.
+    shared.user_lockouts.record_success(&username);
     let scopes = granted_scopes(snapshot, &user.scopes, form.scope.as_deref())?;
     let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let issued = snapshot
@@ -161,12 +162,19 @@ async fn attempt(
     Ok(response)
 }
 
-fn record_failure(shared: &Shared, keys: &[&String], client_ip: IpAddr) {
+fn record_failure(shared: &Shared, username: &str, ip_key: &str) {
     let now = Instant::now();
-    for key in keys {
-        if shared.lockouts.record_failure(key, now).is_some() {
+    let user_locked = shared.user_lockouts.record_failure(username, now).is_some();
+    let ip_locked = shared.ip_lockouts.record_failure(ip_key, now).is_some();
+    for (locked, kind) in [(user_locked, "username"), (ip_locked, "address")] {
+        if locked {
             shared.metrics.lockout();
-            tracing::warn!(key = %key, %client_ip, "login locked after repeated failures");
+            tracing::warn!(
+                kind,
+                username,
+                client = ip_key,
+                "login locked after repeated failures"
+            );
         }
     }
 }
@@ -283,8 +291,9 @@ pub async fn logout(
         authenticate(shared, snapshot, request.headers())?.ok_or(Failure::MissingToken)?;
     record.user.clone_from(&identity.token.subject);
     record.decision = "logout";
-    if let Some(jti) = &identity.token.jti {
-        shared.revocations.revoke(jti, identity.token.expires_at);
+    let expires = identity.token.expires_at + snapshot.config.tokens.leeway.as_secs();
+    if !shared.revocations.revoke(&identity.revocation_key, expires) {
+        return Err(Failure::Busy);
     }
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;

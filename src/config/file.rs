@@ -189,7 +189,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, SyntaxErro
             .map(|l| (l.line(), l.column()));
         SyntaxError {
             location,
-            message: first_line(&err.to_string()),
+            message: without_position(first_line(&err.to_string())),
         }
     })
 }
@@ -204,4 +204,16 @@ fn first_line(rendered: &str) -> String {
         .unwrap_or("invalid YAML")
         .trim_start_matches("error: ")
         .to_owned()
+}
+
+/// serde-saphyr may prefix its message with `line N column M: `; we print our own position.
+fn without_position(message: String) -> String {
+    if let Some(rest) = message.strip_prefix("line ") {
+        if let Some((_, after)) = rest.split_once(": ") {
+            if rest.split(':').next().is_some_and(|p| p.contains("column")) {
+                return after.to_owned();
+            }
+        }
+    }
+    message
 }

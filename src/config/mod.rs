@@ -296,6 +296,16 @@ impl Builder {
         let mut files = vec![self.file.clone()];
         let mut digest_input = text.to_owned();
         let users = self.users(&raw, &vocabulary, &mut files, &mut digest_input)?;
+        if let Some(paths) = &tls {
+            // Certificates reload too: their content is part of what makes a new generation,
+            // and their files are watched like the config itself.
+            for file in [&paths.cert, &paths.key] {
+                if let Ok(bytes) = std::fs::read(file) {
+                    digest_input.push_str(&digest_hex_bytes(&bytes));
+                }
+                files.push(file.clone());
+            }
+        }
         let upstreams = self.upstreams(&raw.upstreams)?;
         let routes = self.routes(&raw.routes, &vocabulary, &upstreams)?;
         Ok(Config {
@@ -779,7 +789,11 @@ fn valid_username(name: &str) -> bool {
 }
 
 fn digest_hex(text: &str) -> String {
+    digest_hex_bytes(text.as_bytes())
+}
+
+fn digest_hex_bytes(bytes: &[u8]) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(text.as_bytes());
+    let digest = sha2::Sha256::digest(bytes);
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }

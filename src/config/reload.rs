@@ -153,15 +153,12 @@ fn watch_files(
         .chain(std::iter::once(&path.to_owned()))
         .filter_map(|f| std::path::absolute(f).ok())
         .collect();
-    let names = files.clone();
+    // Any change in a watched directory triggers a (debounced) reload attempt: symlink swaps
+    // (`..data` in Kubernetes ConfigMaps) and renames do not always name our files, and an
+    // unchanged digest makes a spurious attempt cost one file read.
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            let relevant = event.paths.iter().any(|p| {
-                names
-                    .iter()
-                    .any(|n| p == n || p.file_name() == n.file_name())
-            });
-            if relevant && !matches!(event.kind, notify::EventKind::Access(_)) {
+            if !matches!(event.kind, notify::EventKind::Access(_)) {
                 let _ = tx.send(());
             }
         }

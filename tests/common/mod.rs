@@ -62,12 +62,18 @@ pub fn issue_server_cert(ca_name: &str) -> (CertificateDer<'static>, String, Str
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
     let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-    let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
+    let leaf_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("leaf params");
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf cert");
     (ca_cert.der().clone(), leaf.pem(), leaf_key.serialize_pem())
 }
 
@@ -86,7 +92,11 @@ pub struct Gateway {
 
 /// The `tls:` block pointing at the test PKI, to splice into a config.
 pub fn tls_block(pki: &TestPki) -> String {
-    format!("tls:\n  cert: {}\n  key: {}\n", pki.cert_path.display(), pki.key_path.display())
+    format!(
+        "tls:\n  cert: {}\n  key: {}\n",
+        pki.cert_path.display(),
+        pki.key_path.display()
+    )
 }
 
 impl Gateway {
@@ -180,14 +190,18 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
-pub fn tls_client_config(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub fn tls_client_config(
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).expect("add CA");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -217,7 +231,10 @@ impl Client {
     pub async fn tls(&self) -> TlsStream<TcpStream> {
         let tcp = TcpStream::connect(self.addr).await.expect("connect");
         let name = ServerName::try_from("localhost").expect("name");
-        self.connector.connect(name, tcp).await.expect("TLS handshake")
+        self.connector
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake")
     }
 
     /// Open a keep-alive HTTP connection.
@@ -225,16 +242,19 @@ impl Client {
         let io = TokioIo::new(self.tls().await);
         match self.proto {
             Proto::H1 => {
-                let (sender, conn) = hyper::client::conn::http1::handshake(io).await.expect("h1 handshake");
+                let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .expect("h1 handshake");
                 tokio::spawn(async move {
                     let _ = conn.with_upgrades().await;
                 });
                 Connection::H1(sender)
             }
             Proto::H2 => {
-                let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .expect("h2 handshake");
+                let (sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .expect("h2 handshake");
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
@@ -251,7 +271,8 @@ impl Client {
 
     /// Build a request for this client's protocol (Host / :authority set).
     pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
-        let builder = Request::builder().method(Method::from_bytes(method.as_bytes()).expect("method"));
+        let builder =
+            Request::builder().method(Method::from_bytes(method.as_bytes()).expect("method"));
         match self.proto {
             Proto::H1 => builder.uri(path).header("host", "localhost"),
             Proto::H2 => builder.uri(format!("https://localhost{path}")),
@@ -264,17 +285,25 @@ impl Client {
     }
 
     /// Any method, headers and body.
-    pub async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
         let mut builder = self.request(method, path);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        self.send(builder.body(Full::new(body.into())).expect("request")).await
+        self.send(builder.body(Full::new(body.into())).expect("request"))
+            .await
     }
 
     /// GET with a bearer token.
     pub async fn get_with_token(&self, path: &str, token: &str) -> Reply {
-        self.get(path, &[("authorization", &format!("Bearer {token}"))]).await
+        self.get(path, &[("authorization", &format!("Bearer {token}"))])
+            .await
     }
 
     /// Write raw bytes over TLS and read until the server closes or `wait` passes.
@@ -291,19 +320,36 @@ impl Client {
             .append_pair("username", username)
             .append_pair("password", password)
             .finish();
-        self.call("POST", "/login", &[("content-type", "application/x-www-form-urlencoded")], body).await
+        self.call(
+            "POST",
+            "/login",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            body,
+        )
+        .await
     }
 
     /// Log in and return the access token (panics unless 200).
     pub async fn token(&self, username: &str, password: &str) -> String {
         let reply = self.login(username, password).await;
-        assert_eq!(reply.status, StatusCode::OK, "login failed: {}", reply.text());
-        reply.json()["access_token"].as_str().expect("access_token").to_owned()
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "login failed: {}",
+            reply.text()
+        );
+        reply.json()["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 }
 
 /// Read from `stream` until EOF or until `wait` elapses with no more data.
-pub async fn read_until_close<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> String {
+pub async fn read_until_close<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: Duration,
+) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -326,7 +372,11 @@ impl Connection {
     pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Reply {
         let response = self.send_streaming(request).await;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         Reply {
             status: parts.status,
             headers: parts.headers,
@@ -416,7 +466,9 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -427,7 +479,9 @@ impl Upstream {
         };
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let seen = seen.clone();
                 tokio::spawn(async move {
@@ -473,9 +527,16 @@ impl Upstream {
 
 type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-async fn upstream_handle(seen: Arc<Mutex<Vec<Seen>>>, mut req: Request<Incoming>) -> Result<Response<UpstreamBody>, std::convert::Infallible> {
+async fn upstream_handle(
+    seen: Arc<Mutex<Vec<Seen>>>,
+    mut req: Request<Incoming>,
+) -> Result<Response<UpstreamBody>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
-    let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let is_ws = path == "/ws" || path.ends_with("/ws");
     let on_upgrade = is_ws.then(|| hyper::upgrade::on(&mut req));
     let (parts, mut body) = req.into_parts();
@@ -554,12 +615,18 @@ async fn upstream_handle(seen: Arc<Mutex<Vec<Seen>>>, mut req: Request<Incoming>
     Ok(Response::builder()
         .header("content-type", "application/json")
         .header("x-upstream", "recording")
-        .body(Full::new(Bytes::from(summary.to_string())).map_err(|never| match never {}).boxed())
+        .body(
+            Full::new(Bytes::from(summary.to_string()))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
         .expect("response"))
 }
 
 fn empty() -> UpstreamBody {
-    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// `size` bytes of the pattern `i % 251`, streamed in 64 KiB frames.
@@ -593,7 +660,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// HMAC-SHA256-sign `header.claims` with `secret` (a JWT implementation separate from the
 /// gateway's jsonwebtoken-based one).
 pub fn mint_hs256(header: &serde_json::Value, claims: &serde_json::Value, secret: &[u8]) -> String {
-    mint_raw(header.to_string().as_bytes(), claims.to_string().as_bytes(), secret)
+    mint_raw(
+        header.to_string().as_bytes(),
+        claims.to_string().as_bytes(),
+        secret,
+    )
 }
 
 /// Sign raw header and claims JSON bytes (for duplicate-member and malformed cases).
@@ -687,10 +758,17 @@ fn rand_suffix() -> u64 {
 
 /// A fixture token signed with [`SECRET`].
 pub fn fixture_token(sub: &str, scope: &str) -> String {
-    mint_hs256(&serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": "k1"}), &fixture_claims(sub, scope), SECRET.as_bytes())
+    mint_hs256(
+        &serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": "k1"}),
+        &fixture_claims(sub, scope),
+        SECRET.as_bytes(),
+    )
 }
 
 /// Parse `Content-Length`-style maps for convenience.
 pub fn header_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }

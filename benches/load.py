@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Load benchmark: the gateway (50 routes, HS256 bearer token on every request, scope checks)
+against a bare pass-through proxy on the same stack (examples/passthrough.rs), both in front of
+the same fast upstream (examples/upstream.rs), over HTTPS keep-alive, HTTP/1.1 (wrk) and
+HTTP/2 (h2load). Rounds are interleaved; the medians and the gateway/pass-through ratios are
+printed. Traffic goes to 127.0.0.1 only; every run is bounded in time.
+
+    python3 benches/load.py [--rounds 5] [--duration 5] [--connections 64] [--workers 1]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def gateway_config(port, admin, upstream_port, hash_):
+    routes = []
+    for i in range(48):  # 48 decoys ahead of the measured routes, plus 2 = 50
+        routes.append(f"  - {{ id: svc{i}-read, path: /svc{i}/items/**, methods: [GET], upstream: app, scopes: [read:items] }}")
+    routes.append("  - { id: items-write, path: /items/**, methods: [POST, PUT, PATCH], upstream: app, scopes: [write:items] }")
+    routes.append("  - { id: items-read, path: /items/**, upstream: app, scopes: [read:items] }")
+    return f"""listen: 127.0.0.1:{port}
+admin: 127.0.0.1:{admin}
+tokens:
+  issuer: portcullis
+  secret: "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+  ttl: 1h
+log: {{ format: json }}
+scopes:
+  read:items: Read
+  write:items: {{ description: Write, implies: [read:items] }}
+users:
+  bench: {{ password: "{hash_}", scopes: [read:items, write:items] }}
+upstreams:
+  app: http://127.0.0.1:{upstream_port}
+routes:
+""" + "\n".join(routes) + "\n"
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def parse_wrk(out):
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    def lat(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": lat(50), "p99": lat(99), "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def parse_h2load(out):
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    m = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out)
+    def ms(v, unit):
+        v = float(v)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    mean = ms(m.group(5), m.group(6))
+    ok = re.search(r"status codes: (\d+) 2xx", out)
+    return {"rps": rps, "mean": mean, "ok": int(ok.group(1)) if ok else 0}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=1, help="serving threads for gateway and pass-through")
+    args = ap.parse_args()
+    for tool in ("wrk", "h2load", "curl"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found: apt-get install wrk nghttp2-client curl")
+
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "portcullis", "--example", "passthrough", "--example", "upstream"], cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp(prefix="portcullis-bench-")
+    procs = []
+    try:
+        up_port, pt_port, gw_port, admin_port = free_port(), free_port(), free_port(), free_port()
+        procs.append(subprocess.Popen([f"{RELEASE}/examples/upstream", f"127.0.0.1:{up_port}", "1"], stderr=subprocess.DEVNULL))
+        wait_port(up_port)
+        procs.append(subprocess.Popen([f"{RELEASE}/examples/passthrough", f"127.0.0.1:{pt_port}", f"127.0.0.1:{up_port}", str(args.workers)], stderr=subprocess.DEVNULL))
+        hash_ = run([f"{RELEASE}/portcullis", "hash-password"], input="bench-password\n").stdout.strip()
+        config = os.path.join(tmp, "gateway.yaml")
+        with open(config, "w") as f:
+            f.write(gateway_config(gw_port, admin_port, up_port, hash_))
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        gw_log = open(os.path.join(tmp, "gateway.log"), "w")
+        gw = subprocess.Popen([f"{RELEASE}/portcullis", "run", "-c", config], stderr=gw_log, env=env)
+        procs.append(gw)
+        pt = procs[1]
+        wait_port(pt_port)
+        wait_port(gw_port)
+        login = run(["curl", "-sk", f"https://127.0.0.1:{gw_port}/login", "-d", "username=bench", "-d", "password=bench-password"]).stdout
+        token = json.loads(login)["access_token"]
+        auth = f"Authorization: Bearer {token}"
+        idle = {"gateway": rss_kib(gw.pid), "passthrough": rss_kib(pt.pid)}
+
+        targets = {
+            "passthrough": f"https://127.0.0.1:{pt_port}/items/42",
+            "gateway": f"https://127.0.0.1:{gw_port}/items/42",
+        }
+        results = {(name, proto): [] for name in targets for proto in ("h1", "h2")}
+        # Warm-up (TLS session caches, pools, page faults).
+        for url in targets.values():
+            run(["wrk", "-t1", "-c8", "-d1s", "-H", auth, url])
+        for r in range(args.rounds):
+            order = list(targets.items()) if r % 2 == 0 else list(reversed(targets.items()))
+            for name, url in order:
+                out = run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-H", auth, url]).stdout
+                results[(name, "h1")].append(parse_wrk(out))
+                out = run(["h2load", "-D", str(args.duration), "-c", str(max(1, args.connections // 8)), "-m", "8", "-t", "1", "-H", auth.lower(), url]).stdout
+                results[(name, "h2")].append(parse_h2load(out))
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+        loaded = {"gateway": rss_kib(gw.pid), "passthrough": rss_kib(pt.pid)}
+
+        med = lambda rows, key: statistics.median(row[key] for row in rows)
+        print(f"\nHTTPS keep-alive load, {args.rounds} interleaved rounds x {args.duration}s, "
+              f"{args.connections} connections (h2: {max(1, args.connections // 8)} x 8 streams), "
+              f"{args.workers} serving thread(s), 50 routes, HS256 token + scope check on every gateway request\n")
+        print(f"{'':<12} {'proto':<5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+        for (name, proto), rows in results.items():
+            if proto == "h1":
+                print(f"{name:<12} {proto:<5} {med(rows, 'rps'):>10.0f} {med(rows, 'p50'):>8.2f} {med(rows, 'p99'):>8.2f} {'':>8}")
+            else:
+                print(f"{name:<12} {proto:<5} {med(rows, 'rps'):>10.0f} {'':>8} {'':>8} {med(rows, 'mean'):>8.2f}")
+        g1, p1 = results[("gateway", "h1")], results[("passthrough", "h1")]
+        g2, p2 = results[("gateway", "h2")], results[("passthrough", "h2")]
+        print("\nratios gateway / pass-through (medians):")
+        print(f"  h1 throughput {med(g1, 'rps') / med(p1, 'rps'):.3f}   p50 {med(g1, 'p50') / med(p1, 'p50'):.3f}   p99 {med(g1, 'p99') / med(p1, 'p99'):.3f}")
+        print(f"  h2 throughput {med(g2, 'rps') / med(p2, 'rps'):.3f}   mean latency {med(g2, 'mean') / med(p2, 'mean'):.3f}")
+        print(f"\nRSS KiB  idle: gateway {idle['gateway']}, pass-through {idle['passthrough']};  "
+              f"after load: gateway {loaded['gateway']}, pass-through {loaded['passthrough']}")
+        bad = sum(row["non2xx"] for row in g1)
+        print(f"gateway non-2xx responses (h1): {bad}")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,585 @@
+//! Operations against the real binary: admin endpoints, metrics, the access log (and what it
+//! must never contain), SIGHUP reload, graceful SIGTERM drain, JSON logs.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// The spawned gateway process; killed (by its own PID) and reaped on drop.
+struct Proc {
+    child: std::process::Child,
+    pid: u32,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    pki: TestPki,
+    config_path: PathBuf,
+    /// Where the config text really is (differs from `config_path` when that is a symlink).
+    real_config: PathBuf,
+    stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(self.pid.to_string())
+                .status();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Start the binary on `body` (a config without `listen`/`admin`/`tls`, which are added)
+    /// and wait until `/healthz` answers.
+    async fn start(body: &str) -> Proc {
+        Self::start_with(body, false).await
+    }
+
+    /// Like [`Proc::start`]; with `symlinked`, the `-c` path is a symlink to a file in a
+    /// subdirectory (which a watcher on the config's directory does not see change).
+    async fn start_with(body: &str, symlinked: bool) -> Proc {
+        let pki = TestPki::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config_path = dir.path().join("gateway.yaml");
+        let real_config = if symlinked {
+            let hidden = dir.path().join("real");
+            std::fs::create_dir(&hidden).expect("mkdir");
+            let real = hidden.join("gateway.yaml");
+            std::os::unix::fs::symlink(&real, &config_path).expect("symlink");
+            real
+        } else {
+            config_path.clone()
+        };
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = {
+            std::fs::write(&real_config, Self::text(listen, admin, &pki, body))
+                .expect("write config");
+            Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .arg("run")
+                .arg("-c")
+                .arg(&config_path)
+                .env("RUST_LOG", "debug")
+                .env_remove("PORTCULLIS_CONFIG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(stderr))
+                .spawn()
+                .expect("spawn portcullis")
+        };
+        let pid = child.id();
+        let mut proc = Proc {
+            child,
+            pid,
+            listen,
+            admin,
+            pki,
+            config_path,
+            real_config,
+            stderr_path,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("portcullis exited early ({status}):\n{}", proc.stderr());
+            }
+            if let Ok((200, _)) = admin_get(admin, "/healthz").await {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/healthz never answered:\n{}",
+                proc.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        proc
+    }
+
+    fn text(listen: SocketAddr, admin: SocketAddr, pki: &TestPki, body: &str) -> String {
+        format!("listen: {listen}\nadmin: {admin}\n{}{body}", tls_block(pki))
+    }
+
+    /// Rewrite the config with a new body (keeping listen/admin/tls); returns the full text.
+    fn write_config(&self, body: &str) -> String {
+        let text = Self::text(self.listen, self.admin, &self.pki, body);
+        std::fs::write(&self.real_config, &text).expect("write config");
+        text
+    }
+
+    fn h1(&self) -> Client {
+        Client::new(self.listen, &self.pki.ca_der, Proto::H1)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Wait (bounded) for the process to exit.
+    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running {within:?} after the signal:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, wait for a clean exit, and return everything it logged.
+    async fn terminate(&mut self) -> String {
+        signal(self.pid, "TERM");
+        let status = self.wait_exit(Duration::from_secs(15)).await;
+        assert!(
+            status.success(),
+            "exit after SIGTERM: {status}\n{}",
+            self.stderr()
+        );
+        self.stderr()
+    }
+}
+
+/// Plain-HTTP GET on the admin listener: (status, body).
+async fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(admin).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("admin request timed out")))
+}
+
+/// Parse Prometheus / OpenMetrics text strictly enough to catch garbage: every line is a
+/// comment or `name{labels} value`. Returns (series, value) pairs.
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not `series value`: {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unclosed labels in {line:?}");
+        }
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad sample value in {line:?}"));
+        samples.push((series.to_owned(), value));
+    }
+    samples
+}
+
+async fn metrics(proc: &Proc) -> Vec<(String, f64)> {
+    let (status, body) = admin_get(proc.admin, "/metrics").await.expect("/metrics");
+    assert_eq!(status, 200, "{body}");
+    parse_prometheus(&body)
+}
+
+fn requests_total(samples: &[(String, f64)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(s, _)| {
+            s.starts_with("portcullis_requests_total{") || s == "portcullis_requests_total"
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Remove ANSI colour sequences from pretty log output.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn with_slow_route(up: &Upstream) -> String {
+    format!(
+        "{}  - {{ id: slow, path: /slow/**, upstream: up, public: true }}\n",
+        fixture_yaml(&up.url())
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_healthz_and_readyz_answer_200() {
+    let up = Upstream::start().await;
+    let mut proc = Proc::start(&fixture_yaml(&up.url())).await;
+    let (status, _) = admin_get(proc.admin, "/healthz").await.unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = admin_get(proc.admin, "/readyz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    proc.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_requests_total_increases_after_a_proxied_request() {
+    let up = Upstream::start().await;
+    let mut proc = Proc::start(&fixture_yaml(&up.url())).await;
+    let before = metrics(&proc).await;
+    let reply = proc.h1().get("/public/counted", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(up.last().unwrap().target, "/public/counted");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let after = metrics(&proc).await;
+        if requests_total(&after) >= requests_total(&before) + 1.0 {
+            assert!(
+                after
+                    .iter()
+                    .any(|(s, v)| s.starts_with("portcullis_requests_total{")
+                        && s.contains("route=\"public\"")
+                        && s.contains("200")
+                        && *v >= 1.0),
+                "no per-route sample for the public route: {after:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "portcullis_requests_total did not increase: {after:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = admin_get(proc.admin, "/metrics").await.unwrap().1;
+    assert!(
+        text.contains("portcullis_request_duration_seconds"),
+        "no latency histogram:\n{text}"
+    );
+    proc.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_records_the_request_and_never_the_password_token_or_cookie() {
+    let up = Upstream::start().await;
+    let mut proc = Proc::start(&fixture_yaml(&up.url())).await;
+    let client = proc.h1();
+    let password = "secret123";
+    let token = client.token("alice", password).await;
+    let reply = client
+        .get(
+            "/api/items?q=querysecret",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("cookie", "session=SECRETCOOKIE123"),
+                ("x-request-id", "ops-test-request-0001"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let request_id = reply
+        .header("x-request-id")
+        .expect("x-request-id returned")
+        .to_owned();
+    // A failed login too: its (wrong) password must not be logged either.
+    assert_eq!(
+        client.login("alice", "WrongPassw0rdXYZ").await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let log = strip_ansi(&proc.terminate().await);
+    let access = log
+        .lines()
+        .find(|l| l.contains(&request_id) && l.contains("api-read") && l.contains("200"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no access-log line with request id {request_id}, route api-read and 200:\n{log}"
+            )
+        });
+    assert!(
+        access.contains("/api/items"),
+        "the normalised path is missing: {access}"
+    );
+    assert!(access.contains("alice"), "the user is missing: {access}");
+    for secret in [
+        password,
+        "WrongPassw0rdXYZ",
+        token.as_str(),
+        "SECRETCOOKIE123",
+        "Bearer ",
+    ] {
+        assert!(!log.contains(secret), "the log contains {secret:?}:\n{log}");
+    }
+    // The token's signature alone must not appear either (e.g. logged without its header).
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        !log.contains(signature),
+        "the log contains the token signature"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    let up = Upstream::start().await;
+    let flip_public = format!(
+        "{}  - {{ id: flip, path: /flip/**, upstream: up, public: true }}\n",
+        fixture_yaml(&up.url())
+    );
+    let flip_deny = format!(
+        "{}  - {{ id: flip, path: /flip/**, deny: true }}\n",
+        fixture_yaml(&up.url())
+    );
+    // The config is a symlink into a subdirectory the file watcher does not see, so only
+    // SIGHUP can make the gateway notice the edit.
+    let mut proc = Proc::start_with(&flip_public, true).await;
+    let client = proc.h1();
+    assert_eq!(client.get("/flip/x", &[]).await.status, StatusCode::OK);
+    proc.write_config(&flip_deny);
+
+    signal(proc.pid, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = client.get("/flip/x", &[]).await.status;
+        if status == StatusCode::FORBIDDEN {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} 5 s after SIGHUP:\n{}",
+            proc.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The process is still serving after the signal.
+    assert_eq!(
+        client.get("/public/alive", &[]).await.status,
+        StatusCode::OK
+    );
+    proc.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_an_invalid_file_keeps_the_old_config_and_keeps_running() {
+    let up = Upstream::start().await;
+    let mut proc = Proc::start(&fixture_yaml(&up.url())).await;
+    let client = proc.h1();
+    let text = proc.write_config(&format!(
+        "{}  - {{ id: broken, path: /x/**\n",
+        fixture_yaml(&up.url())
+    ));
+    signal(proc.pid, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let position = format!("{}:{}:", proc.config_path.display(), text.lines().count());
+    while !proc.stderr().contains(&position) {
+        assert!(
+            Instant::now() < deadline,
+            "the rejected reload was not logged with {position}COL:\n{}",
+            proc.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        proc.child.try_wait().unwrap().is_none(),
+        "the process died on a bad reload"
+    );
+    assert_eq!(
+        client.get("/public/still", &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        client.get("/internal/x", &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    proc.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_0_within_the_grace_period() {
+    let up = Upstream::start().await;
+    let mut proc = Proc::start(&format!(
+        "limits: {{ shutdown_grace: 10s }}\n{}",
+        with_slow_route(&up)
+    ))
+    .await;
+    let client = proc.h1();
+    let in_flight = tokio::spawn(async move { client.get("/slow/2000/drain", &[]).await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !up.seen().iter().any(|s| s.target == "/slow/2000/drain") {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    signal(proc.pid, "TERM");
+
+    // While draining, /readyz says so (load balancers stop sending traffic).
+    let mut saw_draining = false;
+    while !in_flight.is_finished() {
+        if let Ok((503, _)) = admin_get(proc.admin, "/readyz").await {
+            saw_draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let reply = tokio::time::timeout(Duration::from_secs(12), in_flight)
+        .await
+        .expect("the in-flight request hung")
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "in-flight request: {}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains("/slow/2000/drain"),
+        "{}",
+        reply.text()
+    );
+    let status = proc.wait_exit(Duration::from_secs(12)).await;
+    assert!(status.success(), "exit status {status}:\n{}", proc.stderr());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(11),
+        "took {:?} to exit",
+        signalled.elapsed()
+    );
+    assert!(saw_draining, "/readyz never reported 503 while draining");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_nothing_in_flight_exits_0_promptly() {
+    let up = Upstream::start().await;
+    let mut proc = Proc::start(&fixture_yaml(&up.url())).await;
+    let _ = proc.h1().get("/public/x", &[]).await;
+    signal(proc.pid, "TERM");
+    let status = proc.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.success(), "exit status {status}:\n{}", proc.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_writes_access_log_lines_as_json_objects() {
+    let up = Upstream::start().await;
+    let mut proc = Proc::start(&format!(
+        "log: {{ format: json }}\n{}",
+        fixture_yaml(&up.url())
+    ))
+    .await;
+    let client = proc.h1();
+    let token = fixture_token("bob", "read write");
+    let reply = client
+        .get(
+            "/api/things",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("x-request-id", "ops-json-request-0002"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let request_id = reply
+        .header("x-request-id")
+        .expect("x-request-id")
+        .to_owned();
+    let denied = client.get("/internal/secret", &[]).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+
+    let log = proc.terminate().await;
+    let lines_with_id: Vec<&str> = log.lines().filter(|l| l.contains(&request_id)).collect();
+    assert!(
+        !lines_with_id.is_empty(),
+        "request id {request_id} not logged:\n{log}"
+    );
+    let mut access = None;
+    for line in &lines_with_id {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.is_object(), "{line}");
+        if serde_json::to_string(&value).unwrap().contains("api-read") {
+            access = Some(value);
+        }
+    }
+    let access = access.unwrap_or_else(|| panic!("no JSON access line naming the route:\n{log}"));
+    let text = access.to_string();
+    assert!(text.contains("/api/things"), "{text}");
+    assert!(text.contains("200"), "{text}");
+    assert!(text.contains("bob"), "{text}");
+    assert!(!log.contains(&token), "the token was logged");
+    // The denied request has its own JSON line with 403.
+    assert!(
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| {
+                let t = v.to_string();
+                t.contains("/internal/secret") && t.contains("403")
+            }),
+        "no JSON access line for the denied request:\n{log}"
+    );
+}
