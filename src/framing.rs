@@ -9,6 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -22,10 +23,16 @@ const KEEP: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub struct RecentBytes {
     bytes: Mutex<Vec<u8>>,
+    /// A `#` has been read on this connection (sticky): only then is it worth looking for a
+    /// fragment hyper dropped from a request target.
+    hash_seen: AtomicBool,
 }
 
 impl RecentBytes {
     fn record(&self, new: &[u8]) {
+        if new.contains(&b'#') {
+            self.hash_seen.store(true, Ordering::Relaxed);
+        }
         let Ok(mut bytes) = self.bytes.lock() else {
             return;
         };
@@ -40,6 +47,18 @@ impl RecentBytes {
             bytes.drain(..excess);
         }
         bytes.extend_from_slice(new);
+    }
+
+    /// Whether the raw request line `METHOD TARGET#...` carried a fragment, which hyper's
+    /// parser silently cuts off (the contract refuses a raw `#`).
+    pub fn had_fragment(&self, method: &str, target: &http::Uri) -> bool {
+        if !self.hash_seen.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Ok(bytes) = self.bytes.lock() else {
+            return false;
+        };
+        rfind(&bytes, format!("{method} {target}#").as_bytes()).is_some()
     }
 
     /// Whether the raw header block of the most recent request whose request line starts with
@@ -151,6 +170,15 @@ mod tests {
             b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nContent-Length: 1\r\n",
         );
         assert!(!clean.had_content_length("POST", "/p"));
+    }
+
+    #[test]
+    fn sees_a_fragment_hyper_would_drop() {
+        let recent = RecentBytes::default();
+        recent.record(b"GET /a HTTP/1.1\r\n\r\nGET /public/x#/../admin HTTP/1.1\r\n\r\n");
+        let uri = |s: &str| s.parse::<http::Uri>().unwrap_or_default();
+        assert!(recent.had_fragment("GET", &uri("/public/x")));
+        assert!(!recent.had_fragment("GET", &uri("/a")));
     }
 
     #[test]

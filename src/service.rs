@@ -126,10 +126,14 @@ fn check_hygiene<B>(request: &Request<B>, conn: &ConnInfo) -> Result<String, Fai
         _ => {}
     }
     if let Some(recent) = &conn.recent {
+        let method = request.method().as_str();
         if request.headers().contains_key(header::TRANSFER_ENCODING)
-            && recent.had_content_length(request.method().as_str(), &request.uri().to_string())
+            && recent.had_content_length(method, &request.uri().to_string())
         {
             return Err(Failure::AmbiguousFraming);
+        }
+        if recent.had_fragment(method, request.uri()) {
+            return Err(Failure::BadTarget(path::PathError::Fragment));
         }
     }
     let mut hosts = request.headers().get_all(header::HOST).iter();
