@@ -62,9 +62,11 @@ async fn serve(
     upstream: Arc<str>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
     let client: Upstream = Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .build(HttpConnector::new());
+        .build(connector);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

@@ -77,23 +77,30 @@ fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs go through a dedicated writer thread so serving threads never block on stderr; the
+/// returned guard flushes it on exit.
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(64 * 1024)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+    guard
 }
 
 fn run(path: &Path) -> ExitCode {
     let Some(config) = load_or_report(path) else {
         return ExitCode::FAILURE;
     };
-    init_tracing(config.log_format);
+    let _log_guard = init_tracing(config.log_format);
     if config.secret_is_random {
         tracing::warn!(
             "tokens.secret not set: using a random secret; tokens die with this process"

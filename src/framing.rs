@@ -61,21 +61,31 @@ impl RecentBytes {
         rfind(&bytes, format!("{method} {target}#").as_bytes()).is_some()
     }
 
-    /// Whether the raw header block of the most recent request whose request line starts with
-    /// `METHOD TARGET ` also carried a `Content-Length` header line.
+    /// Whether any recent raw header block of a request whose line starts with
+    /// `METHOD TARGET ` carried both `Content-Length` and `Transfer-Encoding`. Looking at every
+    /// matching block (not just the last) means a pipelined look-alike request cannot hide
+    /// the ambiguous one; a connection carrying such a block is refused either way.
     pub fn had_content_length(&self, method: &str, target: &str) -> bool {
         let Ok(bytes) = self.bytes.lock() else {
             return false;
         };
         let line = format!("{method} {target} ");
-        let Some(start) = rfind(&bytes, line.as_bytes()) else {
-            return false;
-        };
-        let head = &bytes[start..];
-        let end = find(head, b"\r\n\r\n").unwrap_or(head.len());
-        head[..end].split(|b| *b == b'\n').skip(1).any(|header| {
-            header.len() > 15 && header[..15].eq_ignore_ascii_case(b"content-length:")
-        })
+        let mut from = 0;
+        while let Some(offset) = find(&bytes[from..], line.as_bytes()) {
+            let head = &bytes[from + offset..];
+            let end = find(head, b"\r\n\r\n").unwrap_or(head.len());
+            let has = |name: &[u8]| {
+                head[..end]
+                    .split(|b| *b == b'\n')
+                    .skip(1)
+                    .any(|h| h.len() > name.len() && h[..name.len()].eq_ignore_ascii_case(name))
+            };
+            if has(b"content-length:") && has(b"transfer-encoding:") {
+                return true;
+            }
+            from += offset + line.len();
+        }
+        false
     }
 }
 
@@ -162,7 +172,9 @@ mod tests {
     fn finds_content_length_in_the_matching_header_block_only() {
         let recent = RecentBytes::default();
         recent.record(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
-        recent.record(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG");
+        recent.record(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        recent
+            .record(b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
         assert!(recent.had_content_length("POST", "/p"));
         assert!(!recent.had_content_length("GET", "/a"));
         let clean = RecentBytes::default();

@@ -68,6 +68,13 @@ pub async fn forward(
 fn classify(err: &hyper_util::client::legacy::Error) -> Failure {
     let mut source = err.source();
     while let Some(cause) = source {
+        // The client's own request body failed (bad chunk framing, reset mid-upload): the
+        // fault is the client's, and the upstream request was aborted.
+        if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
+            if hyper_err.is_user() || hyper_err.is_parse() {
+                return Failure::BadRequest("the request body ended abnormally");
+            }
+        }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return Failure::UpstreamTimeout;

@@ -5,12 +5,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -185,6 +189,9 @@ async fn serve_connection(
         let service = service_fn(move |request| {
             service::handle(shared_for_service.clone(), conn.clone(), request)
         });
+        // hyper has no deadline for the HTTP/2 preface: a silent client would hold the
+        // connection until keep-alive pings give up. Watch for the first byte ourselves.
+        let (tls, first_byte) = FirstByte::new(tls);
         let io = TokioIo::new(tls);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
@@ -194,7 +201,8 @@ async fn serve_connection(
             .keep_alive_interval(Some(limits.idle_timeout / 2))
             .keep_alive_timeout(Duration::from_secs(20));
         let connection = builder.serve_connection(io, service);
-        drive(connection, &mut stop, |c| c.graceful_shutdown()).await;
+        let deadline = Some((first_byte, limits.header_read_timeout));
+        drive(connection, &mut stop, deadline, |c| c.graceful_shutdown()).await;
     } else {
         let (tls, recent) = Recorded::new(tls);
         let conn = ConnInfo {
@@ -214,7 +222,7 @@ async fn serve_connection(
             .max_headers(limits.max_headers)
             .keep_alive(true);
         let connection = builder.serve_connection(io, service).with_upgrades();
-        drive(connection, &mut stop, |c| c.graceful_shutdown()).await;
+        drive(connection, &mut stop, None, |c| c.graceful_shutdown()).await;
     }
 }
 
@@ -223,6 +231,7 @@ async fn serve_connection(
 async fn drive<C, E>(
     connection: C,
     stop: &mut watch::Receiver<bool>,
+    first_byte_deadline: Option<(Arc<AtomicBool>, Duration)>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: Future<Output = Result<(), E>>,
@@ -231,6 +240,19 @@ async fn drive<C, E>(
     tokio::pin!(connection);
     // Map the watch guard away at once: it must not be held across an await.
     let stopping = async { stop.wait_for(|stopping| *stopping).await.is_ok() };
+    tokio::pin!(stopping);
+    if let Some((first_byte, deadline)) = first_byte_deadline {
+        tokio::select! {
+            result = connection.as_mut() => return log_end(result),
+            true = stopping.as_mut() => return,
+            () = tokio::time::sleep(deadline) => {
+                if !first_byte.load(Ordering::Relaxed) {
+                    tracing::debug!("closing a connection that sent nothing");
+                    return;
+                }
+            }
+        }
+    }
     let result = tokio::select! {
         result = connection.as_mut() => result,
         true = stopping => {
@@ -238,7 +260,72 @@ async fn drive<C, E>(
             connection.await
         }
     };
+    log_end(result);
+}
+
+fn log_end<E: std::fmt::Display>(result: Result<(), E>) {
     if let Err(err) = result {
         tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+/// Marks when the first byte arrives on a connection.
+struct FirstByte<S> {
+    inner: S,
+    seen: Arc<AtomicBool>,
+}
+
+impl<S> FirstByte<S> {
+    fn new(inner: S) -> (Self, Arc<AtomicBool>) {
+        let seen = Arc::new(AtomicBool::new(false));
+        (
+            FirstByte {
+                inner,
+                seen: seen.clone(),
+            },
+            seen,
+        )
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.seen.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

@@ -59,16 +59,17 @@ pub async fn handle(
     let snapshot = shared.snapshot();
     let request_id = headers::request_id(request.headers());
     let mut record = AccessRecord::start(&request, conn.peer, &request_id);
-    let mut response = match pipeline(&shared, &snapshot, conn, request, &mut record).await {
-        Ok(response) => response,
-        Err(failure) => {
-            record.decision = failure.decision();
-            if matches!(failure, Failure::Internal) {
-                tracing::error!(request_id = ?request_id, "internal error");
+    let mut response =
+        match pipeline(&shared, &snapshot, conn, request, &request_id, &mut record).await {
+            Ok(response) => response,
+            Err(failure) => {
+                record.decision = failure.decision();
+                if matches!(failure, Failure::Internal) {
+                    tracing::error!(request_id = ?request_id, "internal error");
+                }
+                failure.into_response()
             }
-            failure.into_response()
-        }
-    };
+        };
     response.headers_mut().insert(REQUEST_ID, request_id);
     record.finish(&shared.metrics, response.status(), started);
     Ok(response)
@@ -79,6 +80,7 @@ async fn pipeline(
     snapshot: &Snapshot,
     conn: ConnInfo,
     request: Request<Incoming>,
+    request_id: &HeaderValue,
     record: &mut AccessRecord,
 ) -> Result<Response<ResponseBody>, Failure> {
     let host = check_hygiene(&request, &conn)?;
@@ -109,8 +111,15 @@ async fn pipeline(
         .as_ref()
         .and_then(|name| config.upstreams.get(name))
         .ok_or(Failure::Internal)?;
-    let upstream_request =
-        build_upstream_request(snapshot, &conn, upstream, request, &path, identity.as_ref())?;
+    let upstream_request = build_upstream_request(
+        snapshot,
+        &conn,
+        upstream,
+        request,
+        &path,
+        identity.as_ref(),
+        request_id,
+    )?;
     send(upstream, upstream_request, record).await
 }
 
@@ -340,6 +349,7 @@ fn build_upstream_request(
     request: Request<Incoming>,
     path: &str,
     identity: Option<&Identity>,
+    request_id: &HeaderValue,
 ) -> Result<Request<Incoming>, Failure> {
     let (mut parts, body) = request.into_parts();
     let websocket = is_websocket_upgrade(&parts);
@@ -366,6 +376,8 @@ fn build_upstream_request(
         HeaderValue::from_str(&xff).map_err(|_| Failure::Internal)?,
     );
     h.insert(FORWARDED_PROTO, HeaderValue::from_static("https"));
+    // The same id the client gets back, so logs on both sides can be joined.
+    h.insert(REQUEST_ID, request_id.clone());
     if let Some(identity) = identity {
         // The subject was checked for control characters and length when the token was verified.
         let user = HeaderValue::from_str(&identity.token.subject)

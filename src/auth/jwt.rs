@@ -351,6 +351,10 @@ impl TokenKeys {
         let raw = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| TokenError::Malformed)?;
+        // serde skips unknown claims without a depth limit; bound nesting before parsing.
+        if json_depth_exceeds(&raw, MAX_JSON_DEPTH) {
+            return Err(TokenError::Malformed);
+        }
         let claims: InClaims = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
         if now >= claims.exp.0.saturating_add(self.leeway) {
             return Err(TokenError::Expired);
@@ -500,6 +504,37 @@ fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
         // Shape, base64, JSON, UTF-8, claim format, and anything added later: fail closed.
         _ => TokenError::Malformed,
     }
+}
+
+/// Claims nest far less than this in any real token.
+const MAX_JSON_DEPTH: usize = 32;
+
+/// True when JSON `bytes` open more than `limit` nested arrays/objects (strings skipped).
+fn json_depth_exceeds(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -55,10 +55,11 @@ pub async fn login(
     record: &mut AccessRecord,
 ) -> Result<Response<ResponseBody>, Failure> {
     record.route = "login".into();
-    if request.method() != Method::POST {
-        return Err(Failure::MethodNotAllowed { allow: "POST" });
-    }
-    let result = attempt(shared, snapshot, conn, request, record).await;
+    let result = if request.method() != Method::POST {
+        Err(Failure::MethodNotAllowed { allow: "POST" })
+    } else {
+        attempt(shared, snapshot, conn, request, record).await
+    };
     let outcome = match &result {
         Ok(_) => "success",
         Err(Failure::LockedOut { .. }) => "locked",
@@ -68,7 +69,13 @@ pub async fn login(
         Err(_) => "error",
     };
     shared.metrics.login(outcome);
-    result
+    // Every answer of the token endpoint is uncacheable (RFC 6749 §5.1), errors included.
+    result.or_else(|failure| {
+        record.decision = failure.decision();
+        let mut response = failure.into_response();
+        no_store(response.headers_mut());
+        Ok(response)
+    })
 }
 
 async fn attempt(

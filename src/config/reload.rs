@@ -14,6 +14,8 @@ use crate::state::{Shared, Snapshot};
 
 /// Quiet period after the last file event before reloading (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Longest a burst of events can delay a reload.
+const MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// What one reload attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,8 +122,10 @@ pub fn spawn(path: PathBuf, shared: Arc<Shared>) -> Option<notify::RecommendedWa
     let watcher = watch_files(&path, &shared, tx);
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            // Debounce: wait until events stop arriving for a moment.
-            loop {
+            // Debounce: wait until events stop arriving for a moment, but never postpone a
+            // reload by more than MAX_DELAY under a steady stream of events.
+            let first = Instant::now();
+            while first.elapsed() < MAX_DELAY {
                 match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
                     Ok(Some(())) => continue,
                     Ok(None) => return,
@@ -153,14 +157,25 @@ fn watch_files(
         .chain(std::iter::once(&path.to_owned()))
         .filter_map(|f| std::path::absolute(f).ok())
         .collect();
-    // Any change in a watched directory triggers a (debounced) reload attempt: symlink swaps
-    // (`..data` in Kubernetes ConfigMaps) and renames do not always name our files, and an
-    // unchanged digest makes a spurious attempt cost one file read.
+    // React to events naming one of our files, or Kubernetes-style `..data` symlink swaps
+    // (ConfigMap updates never name the file itself). Other files in the directory (say, a
+    // log file) must not trigger reloads.
+    let names: Vec<std::ffi::OsString> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_owned()))
+        .collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if !matches!(event.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(());
-            }
+        let Ok(event) = event else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let relevant = event.paths.iter().any(|p| {
+            p.file_name().is_some_and(|name| {
+                names.iter().any(|n| n == name) || name.to_string_lossy().starts_with("..")
+            })
+        });
+        if relevant {
+            let _ = tx.send(());
         }
     })
     .map_err(|err| tracing::warn!(error = %err, "cannot watch config files; SIGHUP still reloads"))

@@ -1,0 +1,683 @@
+//! `POST /login` and `POST /logout` (SPEC "Endpoints"; THREATS L-01 … L-14), black-box over
+//! real TLS. Every argon2 verification is slow in debug builds, so each test does few logins
+//! and runs independent ones concurrently.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// The fixture plus a `login:` section with the given lockout policy.
+fn yaml_with_lockout(upstream: &str, failures: u32, duration: &str) -> String {
+    format!(
+        "{}login:\n  path: /login\n  lockout: {{ failures: {failures}, window: 1m, duration: {duration} }}\n",
+        fixture_yaml(upstream)
+    )
+}
+
+async fn post_form(client: &Client, body: String, extra: &[(&str, &str)]) -> Reply {
+    let mut headers = vec![FORM];
+    headers.extend_from_slice(extra);
+    client.call("POST", "/login", &headers, body).await
+}
+
+fn assert_no_store(label: &str, reply: &Reply) {
+    assert_eq!(
+        reply.header("cache-control"),
+        Some("no-store"),
+        "{label}: Cache-Control"
+    );
+    assert_eq!(reply.header("pragma"), Some("no-cache"), "{label}: Pragma");
+}
+
+fn assert_oauth_error(label: &str, reply: &Reply, status: u16, error: &str) {
+    assert_eq!(reply.status.as_u16(), status, "{label}: {}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["error"], error, "{label}: {body}");
+    assert!(
+        body["error_description"].is_string(),
+        "{label}: error_description: {body}"
+    );
+    assert_no_store(label, reply);
+}
+
+fn scope_set(scope: &str) -> Vec<String> {
+    let mut v: Vec<String> = scope.split(' ').map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+/// Check a successful login response and return (header, claims) of its verified token.
+fn check_success(label: &str, reply: &Reply, user: &str, scope: &[&str]) -> (Value, Value) {
+    assert_eq!(reply.status, 200, "{label}: {}", reply.text());
+    assert_no_store(label, reply);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("application/json")),
+        "{label}: content-type"
+    );
+    let body = reply.json();
+    assert_eq!(
+        body["token_type"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("bearer")
+    );
+    assert_eq!(body["expires_in"], 300, "{label}: ttl 5m");
+    let mut want: Vec<String> = scope.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(scope_set(body["scope"].as_str().unwrap()), want, "{label}");
+    let token = body["access_token"].as_str().unwrap();
+    let (header, claims) = verify_hs256(token, SECRET.as_bytes())
+        .unwrap_or_else(|| panic!("{label}: token does not verify under SECRET with HS256"));
+    assert_eq!(header["alg"], "HS256", "{label}: {header}");
+    assert_eq!(header["typ"], "at+jwt", "{label}: {header}");
+    let kid = header["kid"].as_str().expect("kid");
+    assert!(
+        !kid.is_empty() && !kid.contains(SECRET),
+        "{label}: kid {kid}"
+    );
+    assert_eq!(claims["iss"], "https://gw.test", "{label}: {claims}");
+    assert_eq!(claims["sub"], user, "{label}: {claims}");
+    let aud_ok = claims["aud"] == "gw-upstreams"
+        || claims["aud"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("gw-upstreams")));
+    assert!(aud_ok, "{label}: aud {claims}");
+    let iat = claims["iat"].as_u64().expect("iat");
+    let n = now();
+    assert!(
+        iat + 5 >= n && iat <= n + 1,
+        "{label}: iat {iat} vs now {n}"
+    );
+    assert_eq!(claims["exp"].as_u64(), Some(iat + 300), "{label}: exp");
+    assert!(
+        claims["jti"].as_str().is_some_and(|j| !j.is_empty()),
+        "{label}: jti"
+    );
+    assert_eq!(claims["scope"], body["scope"], "{label}: scope claim");
+    let text = claims.to_string();
+    assert!(
+        !text.contains("secret123") && !text.contains("argon2"),
+        "{label}: no credentials in claims"
+    );
+    (header, claims)
+}
+
+// ---------------------------------------------------------------------------------------------
+// L-01: success
+
+#[tokio::test]
+async fn form_and_json_logins_issue_a_verifiable_at_jwt_with_no_store_headers() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let h1 = gw.h1();
+    let h2 = gw.h2();
+    let json_body = json!({"username": "bob", "password": "secret123"}).to_string();
+    let (form_reply, json_reply, granted_reply) = tokio::join!(
+        h1.login("alice", "secret123"),
+        h2.call("POST", "/login", &[JSON], json_body),
+        post_form(
+            &h1,
+            form(&[
+                ("grant_type", "password"),
+                ("username", "root"),
+                ("password", "secret123")
+            ]),
+            &[]
+        ),
+    );
+    let (_, alice) = check_success("alice form", &form_reply, "alice", &["read"]);
+    let (_, bob) = check_success("bob JSON over h2", &json_reply, "bob", &["read", "write"]);
+    let (_, root) = check_success("root with grant_type", &granted_reply, "root", &["admin"]);
+    assert_ne!(alice["jti"], bob["jti"]);
+    assert_ne!(bob["jti"], root["jti"]);
+
+    // The issued token works end to end and names the user upstream.
+    let token = form_reply.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply = h1.get_with_token("/api/items", &token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(up.last().unwrap().all("x-forwarded-user"), vec!["alice"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// L-02: no enumeration by message
+
+#[tokio::test]
+async fn unknown_user_and_wrong_password_get_byte_identical_invalid_grant() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let c = gw.h1();
+    let (unknown, wrong) = tokio::join!(c.login("mallory", "secret123"), c.login("alice", "nope"));
+    for (label, reply) in [("unknown user", &unknown), ("wrong password", &wrong)] {
+        assert_oauth_error(label, reply, 400, "invalid_grant");
+    }
+    assert_eq!(unknown.body, wrong.body, "bodies must be byte-identical");
+    let strip = |r: &Reply| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "date" | "x-request-id"))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        h.sort();
+        h
+    };
+    assert_eq!(strip(&unknown), strip(&wrong), "headers must match");
+    assert!(!unknown.text().contains("mallory") && !wrong.text().contains("alice"));
+    assert_eq!(up.count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// L-07, L-11, L-12: parameter parsing and method
+
+#[tokio::test]
+async fn malformed_login_requests_get_the_matching_oauth_error() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let c = gw.h1();
+    let long_password = "p".repeat(2048);
+    let (
+        missing_pw,
+        missing_user,
+        client_creds,
+        dup_user,
+        dup_pw,
+        in_query,
+        long_pw,
+        bad_json,
+        json_array,
+    ) = tokio::join!(
+        post_form(&c, form(&[("username", "alice")]), &[]),
+        post_form(&c, form(&[("password", "secret123")]), &[]),
+        post_form(
+            &c,
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("username", "alice"),
+                ("password", "secret123")
+            ]),
+            &[]
+        ),
+        post_form(
+            &c,
+            form(&[
+                ("username", "alice"),
+                ("username", "root"),
+                ("password", "secret123")
+            ]),
+            &[]
+        ),
+        post_form(
+            &c,
+            form(&[
+                ("username", "alice"),
+                ("password", "x"),
+                ("password", "secret123")
+            ]),
+            &[]
+        ),
+        c.call(
+            "POST",
+            "/login?username=alice&password=secret123",
+            &[FORM],
+            ""
+        ),
+        post_form(
+            &c,
+            form(&[("username", "alice"), ("password", &long_password)]),
+            &[]
+        ),
+        c.call("POST", "/login", &[JSON], "{\"username\": \"alice\", "),
+        c.call("POST", "/login", &[JSON], "[\"alice\", \"secret123\"]"),
+    );
+    assert_oauth_error("missing password", &missing_pw, 400, "invalid_request");
+    assert_oauth_error("missing username", &missing_user, 400, "invalid_request");
+    assert_oauth_error(
+        "client_credentials",
+        &client_creds,
+        400,
+        "unsupported_grant_type",
+    );
+    assert_oauth_error("duplicate username", &dup_user, 400, "invalid_request");
+    assert_oauth_error("duplicate password", &dup_pw, 400, "invalid_request");
+    assert_eq!(
+        in_query.status,
+        400,
+        "credentials in the query: {}",
+        in_query.text()
+    );
+    assert!(!in_query.text().contains("secret123"));
+    // Refused as a request problem, before any hashing (not a credential failure).
+    assert_oauth_error("2 KiB password", &long_pw, 400, "invalid_request");
+    assert_eq!(bad_json.status, 400, "truncated JSON");
+    assert_eq!(json_array.status, 400, "JSON array body");
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn a_64_character_password_is_checked_not_refused() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    // NIST SP 800-63B: at least 64 characters must be allowed; this one is just wrong.
+    let reply = gw.h1().login("alice", &"x".repeat(64)).await;
+    assert_oauth_error("64-char password", &reply, 400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_login_body_over_8_kib_is_413() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let body = form(&[
+        ("username", "alice"),
+        ("password", "secret123"),
+        ("pad", &"a".repeat(9 * 1024)),
+    ]);
+    let reply = post_form(&gw.h1(), body, &[]).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    let json_body =
+        json!({"username": "alice", "password": "secret123", "pad": "a".repeat(9 * 1024)});
+    let reply = gw
+        .h2()
+        .call("POST", "/login", &[JSON], json_body.to_string())
+        .await;
+    assert_eq!(reply.status, 413, "JSON over h2: {}", reply.text());
+}
+
+#[tokio::test]
+async fn login_accepts_only_post_and_says_so_with_allow() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let c = gw.h1();
+    for method in ["GET", "PUT", "DELETE"] {
+        let reply = c
+            .call(method, "/login?username=alice&password=secret123", &[], "")
+            .await;
+        assert_eq!(reply.status, 405, "{method} /login");
+        assert_eq!(reply.header("allow"), Some("POST"), "{method} /login");
+        assert!(!reply.text().contains("access_token"));
+    }
+    let reply = c.get("/login", &[]).await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn every_login_endpoint_response_is_marked_no_store() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let c = gw.h1();
+    let too_big = post_form(&c, form(&[("pad", &"a".repeat(9 * 1024))]), &[]).await;
+    assert_eq!(too_big.status, 413);
+    let get = c.get("/login", &[]).await;
+    assert_eq!(get.status, 405);
+    let bad_type = c
+        .call(
+            "POST",
+            "/login",
+            &[("content-type", "text/plain")],
+            "username=alice",
+        )
+        .await;
+    assert_eq!(bad_type.status, 400);
+    let problems: Vec<String> = [
+        ("413", &too_big),
+        ("405", &get),
+        ("400 text/plain", &bad_type),
+    ]
+    .iter()
+    .filter(|(_, r)| {
+        r.header("cache-control") != Some("no-store") || r.header("pragma") != Some("no-cache")
+    })
+    .map(|(label, r)| {
+        format!(
+            "{label}: cache-control={:?} pragma={:?}",
+            r.header("cache-control"),
+            r.header("pragma")
+        )
+    })
+    .collect();
+    assert!(
+        problems.is_empty(),
+        "login responses without no-store:\n{}",
+        problems.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// L-13: scope request
+
+#[tokio::test]
+async fn requested_scope_narrows_the_grant_and_cannot_widen_it() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let c = gw.h1();
+    let (bob_read, alice_admin, alice_twice) = tokio::join!(
+        post_form(
+            &c,
+            form(&[
+                ("username", "bob"),
+                ("password", "secret123"),
+                ("scope", "read")
+            ]),
+            &[]
+        ),
+        post_form(
+            &c,
+            form(&[
+                ("username", "alice"),
+                ("password", "secret123"),
+                ("scope", "admin")
+            ]),
+            &[]
+        ),
+        post_form(
+            &c,
+            form(&[
+                ("username", "alice"),
+                ("password", "secret123"),
+                ("scope", "read read")
+            ]),
+            &[]
+        ),
+    );
+    check_success("bob scope=read", &bob_read, "bob", &["read"]);
+    assert_oauth_error("alice scope=admin", &alice_admin, 400, "invalid_scope");
+    assert!(!alice_admin.text().contains("access_token"));
+    // `read read` is either granted as `read` or refused; never widened.
+    match alice_twice.status.as_u16() {
+        200 => {
+            check_success("alice scope=read read", &alice_twice, "alice", &["read"]);
+        }
+        _ => assert_oauth_error("alice scope=read read", &alice_twice, 400, "invalid_scope"),
+    }
+    // The narrowed token really is read-only.
+    let token = bob_read.json()["access_token"].as_str().unwrap().to_owned();
+    let reply = c
+        .call(
+            "POST",
+            "/api/x",
+            &[("authorization", &format!("Bearer {token}"))],
+            "{}",
+        )
+        .await;
+    assert_eq!(reply.status, 403, "narrowed token cannot write");
+    assert_eq!(up.count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// L-10: usernames
+
+#[tokio::test]
+async fn usernames_are_case_insensitive_and_the_subject_is_canonical() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let c = gw.h1();
+    let reply = c.login("ALICE", "secret123").await;
+    check_success("ALICE", &reply, "alice", &["read"]);
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(c.get_with_token("/api/x", &token).await.status, 200);
+    assert_eq!(up.last().unwrap().all("x-forwarded-user"), vec!["alice"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// L-04 … L-06: regulation
+
+#[tokio::test]
+async fn an_account_locks_after_repeated_failures_and_unlocks_after_the_duration() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml_with_lockout(&up.url(), 3, "2s")).await;
+    let c = gw.h1();
+    for i in 0..3 {
+        let reply = c.login("alice", &format!("wrong{i}")).await;
+        assert_oauth_error(&format!("failure {i}"), &reply, 400, "invalid_grant");
+    }
+    let locked_at = Instant::now();
+    let (right, wrong) = tokio::join!(c.login("alice", "secret123"), c.login("alice", "wrong"));
+    for (label, reply) in [
+        ("right password while locked", &right),
+        ("wrong password while locked", &wrong),
+    ] {
+        assert_eq!(reply.status, 429, "{label}: {}", reply.text());
+        let retry: u64 = reply
+            .header("retry-after")
+            .unwrap_or_else(|| panic!("{label}: Retry-After"))
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&retry), "{label}: Retry-After {retry}");
+        assert_no_store(label, reply);
+        assert!(!reply.text().contains("access_token"));
+    }
+    assert_eq!(
+        right.body, wrong.body,
+        "the lock does not reveal the password"
+    );
+    // Wait out the 2 s ban (the one real wait in these tests).
+    let ban = Duration::from_millis(2200);
+    if let Some(rest) = ban.checked_sub(locked_at.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    let reply = c.login("alice", "secret123").await;
+    check_success("after the ban", &reply, "alice", &["read"]);
+}
+
+#[tokio::test]
+async fn failures_across_usernames_lock_the_client_address() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml_with_lockout(&up.url(), 3, "1m")).await;
+    let c = gw.h1();
+    let replies = join_all(["ghost1", "ghost2", "ghost3"].map(|u| c.login(u, "secret123"))).await;
+    for reply in &replies {
+        assert_oauth_error("unknown user", reply, 400, "invalid_grant");
+    }
+    // bob never failed: only the address can be locked.
+    let reply = c.login("bob", "secret123").await;
+    assert_eq!(reply.status, 429, "per-IP lock: {}", reply.text());
+    assert!(reply.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn a_spoofed_x_forwarded_for_does_not_escape_the_address_lock() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml_with_lockout(&up.url(), 3, "1m")).await;
+    let c = gw.h1();
+    let attempts = [
+        ("ghost1", "198.51.100.1"),
+        ("ghost2", "198.51.100.2"),
+        ("ghost3", "198.51.100.3"),
+    ];
+    let replies = join_all(attempts.map(|(user, ip)| {
+        let c = c.clone();
+        async move {
+            let body = form(&[("username", user), ("password", "secret123")]);
+            post_form(
+                &c,
+                body,
+                &[
+                    ("x-forwarded-for", ip),
+                    ("x-real-ip", ip),
+                    ("forwarded", &format!("for={ip}")),
+                ],
+            )
+            .await
+        }
+    }))
+    .await;
+    for reply in &replies {
+        assert_oauth_error("spoofed attempt", reply, 400, "invalid_grant");
+    }
+    let body = form(&[("username", "bob"), ("password", "secret123")]);
+    let reply = post_form(
+        &c,
+        body,
+        &[
+            ("x-forwarded-for", "203.0.113.99"),
+            ("x-real-ip", "203.0.113.99"),
+            ("forwarded", "for=203.0.113.99"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        429,
+        "fresh XFF must not reset the lock: {}",
+        reply.text()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logout
+
+#[tokio::test]
+async fn logout_revokes_exactly_the_presented_token() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let c = gw.h1();
+    let issued = c.token("alice", "secret123").await;
+    let other = fixture_token("alice", "read");
+    assert_eq!(c.get_with_token("/api/x", &issued).await.status, 200);
+    let auth = format!("Bearer {issued}");
+    let reply = c
+        .call("POST", "/logout", &[("authorization", &auth)], "")
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert!(reply.body.is_empty());
+    up.clear();
+    let refused = c.get_with_token("/api/x", &issued).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "invalid_token");
+    assert!(refused
+        .header("www-authenticate")
+        .is_some_and(|v| v.contains(r#"error="invalid_token""#)));
+    assert_eq!(up.count(), 0, "a revoked token reaches nothing");
+    // Logging out twice with it is refused too.
+    let again = c
+        .call("POST", "/logout", &[("authorization", &auth)], "")
+        .await;
+    assert_eq!(again.status, 401);
+    // Another token of the same user still works.
+    assert_eq!(c.get_with_token("/api/x", &other).await.status, 200);
+    // Logout without a token is a 401, not a 204.
+    let anon = c.call("POST", "/logout", &[], "").await;
+    assert_eq!(anon.status, 401);
+    // Logout with a forged token revokes nothing and is refused.
+    let forged = mint_hs256(
+        &json!({"alg":"HS256","typ":"at+jwt"}),
+        &fixture_claims("alice", "read"),
+        b"not-the-secret-0123456789-abcdefghijklmnop",
+    );
+    let reply = c
+        .call(
+            "POST",
+            "/logout",
+            &[("authorization", &format!("Bearer {forged}"))],
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, 401);
+}
+
+#[tokio::test]
+async fn logout_accepts_only_post() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let token = fixture_token("alice", "read");
+    let c = gw.h1();
+    let reply = c.get_with_token("/logout", &token).await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+    // The GET did not revoke anything.
+    assert_eq!(c.get_with_token("/api/x", &token).await.status, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// L-08: a login flood cannot starve proxied traffic
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_flood_does_not_starve_authenticated_requests() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml_with_lockout(&up.url(), 1000, "1m")).await;
+    let c = gw.h1();
+    let token = fixture_token("alice", "read");
+    let outcome = tokio::time::timeout(Duration::from_secs(45), async {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = {
+            let c = c.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let replies = join_all((0..50).map(|i| {
+                    let c = c.clone();
+                    async move { c.login("alice", &format!("wrong-{i}")).await }
+                }))
+                .await;
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                replies
+            })
+        };
+        let mut statuses = Vec::new();
+        let mut slowest = Duration::ZERO;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let started = Instant::now();
+            let reply = c.get_with_token("/api/x", &token).await;
+            slowest = slowest.max(started.elapsed());
+            statuses.push(reply.status.as_u16());
+        }
+        (flood.await.unwrap(), statuses, slowest)
+    })
+    .await
+    .expect("the flood and the traffic finish within 45 s (no hang)");
+    let (logins, statuses, slowest) = outcome;
+    let mut tally = std::collections::BTreeMap::new();
+    for reply in &logins {
+        *tally.entry(reply.status.as_u16()).or_insert(0) += 1;
+        assert!(
+            matches!(reply.status.as_u16(), 400 | 429 | 503),
+            "login answered {}: {}",
+            reply.status,
+            reply.text()
+        );
+        assert!(!reply.text().contains("access_token"));
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "authenticated requests failed during the flood: {statuses:?}"
+    );
+    assert!(
+        !statuses.is_empty(),
+        "authenticated requests must make progress during the flood"
+    );
+    eprintln!(
+        "logins by status {tally:?}; {} proxied requests during the flood, slowest {slowest:?}",
+        statuses.len()
+    );
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a proxied request waited {slowest:?} behind password hashing"
+    );
+}
