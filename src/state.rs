@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
+use crate::auth::bearer::TokenCache;
 use crate::auth::jwt::TokenKeys;
 use crate::auth::password::PasswordVerifier;
 use crate::config::Config;
@@ -17,6 +18,8 @@ use crate::tls::{self, TlsError};
 
 /// Upper bound on tracked lockout keys, per table (usernames; addresses).
 const MAX_LOCKOUT_KEYS: usize = 100_000;
+/// Upper bound on verified tokens kept per snapshot.
+const MAX_CACHED_TOKENS: usize = 65_536;
 /// Upper bound on remembered revoked token ids.
 const MAX_REVOCATIONS: usize = 1_000_000;
 
@@ -26,6 +29,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Config,
     pub keys: TokenKeys,
+    /// Tokens already verified under these keys (dies with the snapshot on reload).
+    pub token_cache: TokenCache,
     pub tls: Arc<ServerConfig>,
 }
 
@@ -44,10 +49,12 @@ impl Snapshot {
             None => tls::dev_server_config()?,
         };
         let keys = TokenKeys::new(config.tokens.clone());
+        let token_cache = TokenCache::new(MAX_CACHED_TOKENS, config.tokens.leeway.as_secs());
         Ok(Snapshot {
             generation,
             config,
             keys,
+            token_cache,
             tls,
         })
     }

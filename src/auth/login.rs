@@ -12,11 +12,12 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
+use crate::auth::bearer::authenticate;
 use crate::auth::password::{VerifyError, MAX_PASSWORD_BYTES};
 use crate::body::ResponseBody;
 use crate::error::{no_store, Failure};
 use crate::headers;
-use crate::service::{authenticate, unix_now, ConnInfo};
+use crate::service::{unix_now, ConnInfo};
 use crate::state::{Shared, Snapshot};
 
 /// The logout endpoint's path.
@@ -294,8 +295,8 @@ pub async fn logout(
     if request.method() != Method::POST {
         return Err(Failure::MethodNotAllowed { allow: "POST" });
     }
-    let identity =
-        authenticate(shared, snapshot, request.headers())?.ok_or(Failure::MissingToken)?;
+    let identity = authenticate(shared, snapshot, request.headers(), unix_now())?
+        .ok_or(Failure::MissingToken)?;
     record.user.clone_from(&identity.token.subject);
     record.decision = "logout";
     let expires = identity.token.expires_at + snapshot.config.tokens.leeway.as_secs();

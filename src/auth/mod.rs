@@ -1,3 +1,4 @@
+pub mod bearer;
 pub mod jwt;
 pub mod login;
 pub mod password;
