@@ -119,12 +119,16 @@ def main():
         wait_port(up_port)
         procs.append(subprocess.Popen([f"{RELEASE}/examples/passthrough", f"127.0.0.1:{pt_port}", f"127.0.0.1:{up_port}", str(args.workers)], stderr=subprocess.DEVNULL))
         hash_ = run([f"{RELEASE}/portcullis", "hash-password"], input="bench-password\n").stdout.strip()
-        config = os.path.join(tmp, "gateway.yaml")
+        # The config gets a directory of its own: the gateway watches it for edits, and the
+        # log file written next to it would otherwise wake the watcher on every line.
+        os.mkdir(os.path.join(tmp, "config"))
+        config = os.path.join(tmp, "config", "gateway.yaml")
         with open(config, "w") as f:
             f.write(gateway_config(gw_port, admin_port, up_port, hash_))
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), PORTCULLIS_WORKERS=str(args.workers))
         gw_log = open(os.path.join(tmp, "gateway.log"), "w")
         gw = subprocess.Popen([f"{RELEASE}/portcullis", "run", "-c", config], stderr=gw_log, env=env)
+        # Same number of serving threads for both: the gateway's comes from the environment.
         procs.append(gw)
         pt = procs[1]
         wait_port(pt_port)

@@ -48,11 +48,18 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::T
     Ok(listeners)
 }
 
-/// The number of serving threads: one per available core.
+/// The number of serving threads: `PORTCULLIS_WORKERS` when set (like nginx's
+/// `worker_processes`), otherwise one per available core.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::env::var("PORTCULLIS_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
 /// Serve on `listeners` (one worker thread each) until `shutdown` resolves, then stop
