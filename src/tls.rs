@@ -31,8 +31,18 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
     build(certs, key)
 }
 
-/// A self-signed certificate for `localhost` and `127.0.0.1`, for development only.
+/// A self-signed certificate for `localhost` and `127.0.0.1`, for development only. Made
+/// once per process, so reloads keep serving the certificate clients already accepted.
 pub fn dev_server_config() -> Result<Arc<ServerConfig>, TlsError> {
+    static DEV: std::sync::OnceLock<Arc<ServerConfig>> = std::sync::OnceLock::new();
+    if let Some(config) = DEV.get() {
+        return Ok(config.clone());
+    }
+    let config = new_dev_server_config()?;
+    Ok(DEV.get_or_init(|| config).clone())
+}
+
+fn new_dev_server_config() -> Result<Arc<ServerConfig>, TlsError> {
     let names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
