@@ -22,6 +22,8 @@ pub struct AccessRecord {
     pub user: String,
     pub decision: &'static str,
     pub upstream_latency: Option<Duration>,
+    /// Request body size as declared by `Content-Length` (absent when chunked or none).
+    pub bytes_in: Option<u64>,
 }
 
 impl AccessRecord {
@@ -36,11 +38,23 @@ impl AccessRecord {
             user: String::new(),
             decision: "reject",
             upstream_latency: None,
+            bytes_in: request
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
         }
     }
 
-    /// Emit the log line and record metrics.
-    pub fn finish(self, metrics: &Metrics, status: StatusCode, started: Instant) {
+    /// Emit the log line and record metrics. `bytes_out` is the response body size when it
+    /// is known up front (streamed bodies of unknown length log none).
+    pub fn finish(
+        self,
+        metrics: &Metrics,
+        status: StatusCode,
+        bytes_out: Option<u64>,
+        started: Instant,
+    ) {
         let total = started.elapsed();
         metrics.request(
             &self.route,
@@ -60,6 +74,8 @@ impl AccessRecord {
             decision = self.decision,
             status = status.as_u16(),
             upstream_ms = self.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+            bytes_in = self.bytes_in,
+            bytes_out,
             total_ms = total.as_secs_f64() * 1000.0,
         );
     }

@@ -62,7 +62,8 @@ pub async fn handle(
             }
         };
     response.headers_mut().insert(REQUEST_ID, request_id);
-    record.finish(&shared.metrics, response.status(), started);
+    let bytes_out = http_body::Body::size_hint(response.body()).exact();
+    record.finish(&shared.metrics, response.status(), bytes_out, started);
     Ok(response)
 }
 
