@@ -148,6 +148,9 @@ def main():
                 print(f"{name:<12} {proto:<5} {med(rows, 'rps'):>10.0f} {med(rows, 'p50'):>8.2f} {med(rows, 'p99'):>8.2f} {'':>8}")
             else:
                 print(f"{name:<12} {proto:<5} {med(rows, 'rps'):>10.0f} {'':>8} {'':>8} {med(rows, 'mean'):>8.2f}")
+        print("\nper round (req/s):")
+        for (name, proto), rows in results.items():
+            print(f"  {name:<12} {proto}: " + ", ".join(f"{row['rps']:.0f}" for row in rows))
         g1, p1 = results[("gateway", "h1")], results[("passthrough", "h1")]
         g2, p2 = results[("gateway", "h2")], results[("passthrough", "h2")]
         print("\nratios gateway / pass-through (medians):")
