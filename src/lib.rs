@@ -32,6 +32,7 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod limit;
+pub mod log_buffer;
 pub mod metrics;
 pub mod path;
 pub mod proxy;

@@ -84,10 +84,12 @@ pub async fn run(
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build();
+                crate::log_buffer::batch_this_thread();
                 match runtime {
                     Ok(runtime) => runtime.block_on(worker(listener, shared, connections, stop)),
                     Err(err) => tracing::error!(error = %err, "cannot start worker runtime"),
                 }
+                crate::log_buffer::flush_this_thread();
                 let _ = done_tx.send(());
             })?;
         workers.push(done_rx);
@@ -121,6 +123,14 @@ async fn worker(
         }
     };
     let mut tasks = JoinSet::new();
+    // Buffered access-log lines leave a quiet worker within this interval.
+    let log_flusher = tokio::spawn(async {
+        let mut tick = tokio::time::interval(crate::log_buffer::FLUSH_INTERVAL);
+        loop {
+            tick.tick().await;
+            crate::log_buffer::flush_this_thread();
+        }
+    });
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -162,6 +172,7 @@ async fn worker(
         );
         tasks.abort_all();
     }
+    log_flusher.abort();
 }
 
 /// TLS handshake under the first-byte deadline, then HTTP/1.1 or HTTP/2 as ALPN chose.
