@@ -825,9 +825,12 @@ async fn seventy_kilobyte_uri_under_default_limits_is_refused_and_never_forwarde
     let gw = Gateway::start(&fixture_yaml(&up.url())).await;
     let target = format!("/public/{}", "a".repeat(70 * 1024));
     let answer = h1_raw(&gw, "GET", target.as_bytes(), &[]).await;
+    // hyper answers 431 once its 16 KiB read buffer is full and closes; the client is still
+    // writing, so the kernel may reset the connection and drop that answer (status 0). What
+    // must hold either way is the refusal: nothing reaches the upstream.
     assert!(
-        answer.status == 414 || answer.status == 431,
-        "expected 414 or 431, got {} {:?}",
+        matches!(answer.status, 0 | 414 | 431),
+        "expected 414 or 431 (or a reset), got {} {:?}",
         answer.status,
         answer.headers
     );

@@ -309,8 +309,11 @@ impl Client {
     /// Write raw bytes over TLS and read until the server closes or `wait` passes.
     pub async fn raw(&self, bytes: &[u8], wait: Duration) -> String {
         let mut stream = self.tls().await;
-        stream.write_all(bytes).await.expect("write");
-        stream.flush().await.expect("flush");
+        // The gateway may answer and close before a large request is fully written (e.g.
+        // 431 for oversized headers): keep whatever it sent rather than failing the write.
+        if stream.write_all(bytes).await.is_ok() {
+            let _ = stream.flush().await;
+        }
         read_until_close(&mut stream, wait).await
     }
 
