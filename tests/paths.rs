@@ -38,20 +38,7 @@ async fn h2_send(
         return None;
     }
     let reply = gw.h2().call(method, target, headers, "").await;
-    Some(Answer {
-        status: reply.status.as_u16(),
-        headers: reply
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: reply.text(),
-    })
+    Some(Answer::from_reply(&reply))
 }
 
 /// The expected outcome of one case.
