@@ -4,16 +4,13 @@
 //! hyper resolves that conflict on its own (it follows `Transfer-Encoding` and silently drops
 //! `Content-Length` from the header map), so by the time a request reaches the service the
 //! evidence is gone. The contract is to refuse such requests and close the connection, so an
-//! HTTP/1 connection's reads pass through [`Recorded`], which keeps the most recent bytes;
+//! HTTP/1 connection's reads are observed into [`RecentBytes`], which keeps the most recent bytes;
 //! when a request arrives with `Transfer-Encoding`, its raw header block is looked up there.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::observed_io::ReadObserver;
 
 /// How many recent bytes are kept: a header block (≤ `max_header_bytes`) plus whatever hyper
 /// read after it in the same buffer.
@@ -97,70 +94,11 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
-/// An I/O stream whose reads are also appended to a [`RecentBytes`].
-#[derive(Debug)]
-pub struct Recorded<S> {
-    inner: S,
-    recent: Arc<RecentBytes>,
-}
-
-impl<S> Recorded<S> {
-    /// Wrap `inner`; the returned handle is what the service queries.
-    pub fn new(inner: S) -> (Self, Arc<RecentBytes>) {
-        let recent = Arc::new(RecentBytes::default());
-        (
-            Recorded {
-                inner,
-                recent: recent.clone(),
-            },
-            recent,
-        )
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &result {
-            this.recent.record(&buf.filled()[before..]);
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+/// The service's view of an HTTP/1 connection's raw bytes: [`crate::observed_io::Observed`]
+/// feeds every chunk read into it.
+impl ReadObserver for Arc<RecentBytes> {
+    fn observe(&self, bytes: &[u8]) {
+        self.record(bytes);
     }
 }
 

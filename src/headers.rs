@@ -77,12 +77,10 @@ pub fn is_gateway_owned(name: &str) -> bool {
     GATEWAY_OWNED.contains(&name) || GATEWAY_OWNED_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Remove from a client's request every header the upstream must not receive from the client.
-///
-/// Names containing `_` are dropped altogether (as nginx does by default): many frameworks
-/// map `X_Forwarded_User` onto `X-Forwarded-User`, so they cannot be told apart safely.
-pub fn strip_request(headers: &mut HeaderMap) {
-    let named_by_connection: Vec<HeaderName> = headers
+/// Remove the headers a message's `Connection` field lists (RFC 9110 §7.6.1), except those
+/// `may_remove` protects.
+fn remove_named_by_connection(headers: &mut HeaderMap, may_remove: impl Fn(&HeaderName) -> bool) {
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -90,11 +88,19 @@ pub fn strip_request(headers: &mut HeaderMap) {
         .filter_map(|token| {
             HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes()).ok()
         })
-        .filter(|name| connection_may_remove(name.as_str()))
+        .filter(|name| may_remove(name))
         .collect();
-    for name in named_by_connection {
+    for name in named {
         headers.remove(name);
     }
+}
+
+/// Remove from a client's request every header the upstream must not receive from the client.
+///
+/// Names containing `_` are dropped altogether (as nginx does by default): many frameworks
+/// map `X_Forwarded_User` onto `X-Forwarded-User`, so they cannot be told apart safely.
+pub fn strip_request(headers: &mut HeaderMap) {
+    remove_named_by_connection(headers, |name| connection_may_remove(name.as_str()));
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
@@ -111,17 +117,9 @@ pub fn strip_request(headers: &mut HeaderMap) {
 /// Remove hop-by-hop headers from an upstream response before it goes to the client
 /// (HTTP/2 clients would treat them as a protocol error).
 pub fn strip_response(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
-        .filter(|n| !matches!(n.as_str(), "content-length" | "content-type"))
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
+    remove_named_by_connection(headers, |name| {
+        !matches!(name.as_str(), "content-length" | "content-type")
+    });
     for name in HOP_BY_HOP.iter().filter(|n| **n != "content-length") {
         headers.remove(*name);
     }

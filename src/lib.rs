@@ -34,6 +34,7 @@ pub mod headers;
 pub mod limit;
 pub mod log_buffer;
 pub mod metrics;
+pub mod observed_io;
 pub mod path;
 pub mod proxy;
 pub mod routes;

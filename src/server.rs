@@ -5,22 +5,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::framing::Recorded;
+use crate::framing::RecentBytes;
+use crate::observed_io::Observed;
 use crate::service::{self, ConnInfo};
 use crate::state::Shared;
 
@@ -209,7 +207,8 @@ async fn serve_connection(
         });
         // hyper has no deadline for the HTTP/2 preface: a silent client would hold the
         // connection until keep-alive pings give up. Watch for the first byte ourselves.
-        let (tls, first_byte) = FirstByte::new(tls);
+        let first_byte = Arc::new(AtomicBool::new(false));
+        let tls = Observed::new(tls, first_byte.clone());
         let io = TokioIo::new(tls);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
@@ -222,7 +221,8 @@ async fn serve_connection(
         let deadline = Some((first_byte, limits.header_read_timeout));
         drive(connection, &mut stop, deadline, |c| c.graceful_shutdown()).await;
     } else {
-        let (tls, recent) = Recorded::new(tls);
+        let recent = Arc::new(RecentBytes::default());
+        let tls = Observed::new(tls, recent.clone());
         let conn = ConnInfo {
             peer,
             recent: Some(recent),
@@ -284,66 +284,5 @@ async fn drive<C, E>(
 fn log_end<E: std::fmt::Display>(result: Result<(), E>) {
     if let Err(err) = result {
         tracing::debug!(error = %err, "connection ended with an error");
-    }
-}
-
-/// Marks when the first byte arrives on a connection.
-struct FirstByte<S> {
-    inner: S,
-    seen: Arc<AtomicBool>,
-}
-
-impl<S> FirstByte<S> {
-    fn new(inner: S) -> (Self, Arc<AtomicBool>) {
-        let seen = Arc::new(AtomicBool::new(false));
-        (
-            FirstByte {
-                inner,
-                seen: seen.clone(),
-            },
-            seen,
-        )
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for FirstByte<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.seen.store(true, Ordering::Relaxed);
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByte<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
