@@ -36,6 +36,9 @@ pub enum Failure {
     InsufficientScope { needed: String },
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The client was too slow delivering its request body.
+    #[error("request body not received in time")]
+    RequestTimeout,
     #[error("upstream unavailable")]
     UpstreamUnavailable,
     #[error("upstream timed out")]
@@ -66,6 +69,7 @@ impl Failure {
             Failure::Denied | Failure::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Failure::MissingToken | Failure::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Failure::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Failure::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Failure::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::OAuth { status, .. } => *status,
@@ -86,7 +90,7 @@ impl Failure {
             Failure::Denied => "deny",
             Failure::MissingToken | Failure::InvalidToken(_) => "unauthenticated",
             Failure::InsufficientScope { .. } => "forbidden",
-            Failure::PayloadTooLarge => "reject",
+            Failure::PayloadTooLarge | Failure::RequestTimeout => "reject",
             Failure::UpstreamUnavailable | Failure::UpstreamTimeout => "upstream_error",
             Failure::OAuth { .. } | Failure::LockedOut { .. } => "login_failed",
             Failure::Busy => "busy",
@@ -114,6 +118,10 @@ impl Failure {
                 ("insufficient_scope", format!("requires scope: {needed}"))
             }
             Failure::PayloadTooLarge => ("invalid_request", "request body too large".to_owned()),
+            Failure::RequestTimeout => (
+                "request_timeout",
+                "the request body was not received in time".to_owned(),
+            ),
             Failure::UpstreamUnavailable => (
                 "bad_gateway",
                 "the upstream could not be reached".to_owned(),
@@ -175,9 +183,13 @@ impl Failure {
             Failure::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            Failure::AmbiguousFraming | Failure::BadRequest(_) | Failure::BadTarget(_) => {
+            Failure::AmbiguousFraming
+            | Failure::BadRequest(_)
+            | Failure::BadTarget(_)
+            | Failure::PayloadTooLarge
+            | Failure::RequestTimeout => {
                 // Whatever follows on this connection can no longer be trusted to be framed
-                // the way we think it is.
+                // the way we think it is, or is the rest of a body nobody will read.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Failure::LockedOut { retry_after_secs } => {

@@ -14,9 +14,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::Upstream;
 use crate::error::Failure;
+use crate::request_body::{BodyError, GuardedBody};
 
 /// The upstream client type: HTTP/1.1 over TCP with the client's body streamed through.
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+pub type UpstreamClient = Client<HttpConnector, GuardedBody>;
 
 /// How long an idle upstream connection is kept for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -53,7 +54,7 @@ fn client_for(connect_timeout: Duration) -> UpstreamClient {
 /// timeout. The response body is streamed by the caller.
 pub async fn forward(
     upstream: &Upstream,
-    request: Request<Incoming>,
+    request: Request<GuardedBody>,
 ) -> Result<Response<Incoming>, Failure> {
     let client = client_for(upstream.connect_timeout);
     match tokio::time::timeout(upstream.timeout, client.request(request)).await {
@@ -63,18 +64,15 @@ pub async fn forward(
     }
 }
 
-/// Connect timeouts are 504 (the upstream did not answer in time); everything else that kept
-/// us from a response is 502.
+/// A failure of the client's own request body (too slow, too large, broken framing) is the
+/// client's fault and aborted the upstream request: 408/413/400. Otherwise connect timeouts
+/// are 504 (the upstream did not answer in time), and everything else is 502.
 fn classify(err: &hyper_util::client::legacy::Error) -> Failure {
+    if let Some(body) = BodyError::find_in(err) {
+        return Failure::from(body);
+    }
     let mut source = err.source();
     while let Some(cause) = source {
-        // The client's own request body failed (bad chunk framing, reset mid-upload): the
-        // fault is the client's, and the upstream request was aborted.
-        if let Some(hyper_err) = cause.downcast_ref::<hyper::Error>() {
-            if hyper_err.is_user() || hyper_err.is_parse() {
-                return Failure::BadRequest("the request body ended abnormally");
-            }
-        }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return Failure::UpstreamTimeout;

@@ -21,6 +21,7 @@ use crate::framing::RecentBytes;
 use crate::observed_io::Observed;
 use crate::service::{self, ConnInfo};
 use crate::state::Shared;
+use crate::write_deadline::WriteDeadline;
 
 /// Bind `workers` listening sockets on `addr` with `SO_REUSEPORT`, so each worker accepts on
 /// its own socket. With port 0 the first socket picks the port and the others join it.
@@ -186,6 +187,7 @@ async fn serve_connection(
     // The TLS config is read per connection, so a reloaded certificate serves the next handshake.
     let acceptor = TlsAcceptor::from(snapshot.tls.clone());
     drop(snapshot);
+    let stream = WriteDeadline::new(stream, limits.write_timeout);
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
     {
         Ok(Ok(tls)) => tls,

@@ -28,6 +28,7 @@ use crate::headers::{
     self, FORWARDED_FOR, FORWARDED_HOST, FORWARDED_PROTO, FORWARDED_SCOPES, FORWARDED_USER,
     REQUEST_ID,
 };
+use crate::request_body::{BodyLimits, GuardedBody};
 use crate::routes::{Access, Route};
 use crate::state::{Shared, Snapshot};
 use crate::{echo, path, proxy};
@@ -275,8 +276,11 @@ fn build_upstream_request(
     path: &str,
     identity: Option<&Arc<Identity>>,
     request_id: &HeaderValue,
-) -> Result<Request<Incoming>, Failure> {
+) -> Result<Request<GuardedBody>, Failure> {
     let (mut parts, body) = request.into_parts();
+    let body_limits = BodyLimits::from_config(&snapshot.config.limits);
+    body_limits.check_declared(&body)?;
+    let body = GuardedBody::new(body, body_limits);
     let websocket = is_websocket_upgrade(&parts);
     let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -361,7 +365,7 @@ fn is_websocket_upgrade(parts: &http::request::Parts) -> bool {
 /// Forward and turn the upstream's answer into the client's response.
 async fn send(
     upstream: &Upstream,
-    mut request: Request<Incoming>,
+    mut request: Request<GuardedBody>,
     record: &mut AccessRecord,
 ) -> Result<Response<ResponseBody>, Failure> {
     if upstream.target == UpstreamTarget::Echo {

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -15,8 +15,10 @@ use crate::access_log::AccessRecord;
 use crate::auth::bearer::authenticate;
 use crate::auth::password::{VerifyError, MAX_PASSWORD_BYTES};
 use crate::body::ResponseBody;
+use crate::config::Limits;
 use crate::error::{no_store, Failure};
 use crate::headers;
+use crate::request_body::{BodyLimits, GuardedBody};
 use crate::service::{unix_now, ConnInfo};
 use crate::state::{Shared, Snapshot};
 
@@ -101,7 +103,7 @@ async fn attempt(
     let client_ip = headers::client_address(request.headers(), conn.peer.ip(), |ip| {
         config.is_trusted_proxy(ip)
     });
-    let form = read_form(request).await?;
+    let form = read_form(request, &config.limits).await?;
     if form.grant_type.as_deref().is_some_and(|g| g != "password") {
         return Err(oauth(
             "unsupported_grant_type",
@@ -218,9 +220,9 @@ fn granted_scopes(
     Ok(granted)
 }
 
-/// Read a login body (form or JSON), capped at [`MAX_LOGIN_BODY`]; repeated parameters are
-/// refused (RFC 6749 §3.1).
-async fn read_form(request: Request<Incoming>) -> Result<LoginForm, Failure> {
+/// Read a login body (form or JSON), capped at [`MAX_LOGIN_BODY`] and read under the body
+/// deadline; repeated parameters are refused (RFC 6749 §3.1).
+async fn read_form(request: Request<Incoming>, limits: &Limits) -> Result<LoginForm, Failure> {
     let (parts, body) = request.into_parts();
     let declared = parts
         .headers
@@ -242,16 +244,14 @@ async fn read_form(request: Request<Incoming>) -> Result<LoginForm, Failure> {
                 .to_ascii_lowercase()
         })
         .unwrap_or_default();
-    let bytes = Limited::new(body, MAX_LOGIN_BODY)
+    let limits = BodyLimits {
+        max_size: Some(MAX_LOGIN_BODY as u64),
+        ..BodyLimits::from_config(limits)
+    };
+    let bytes = GuardedBody::new(body, limits)
         .collect()
         .await
-        .map_err(|err| {
-            if err.is::<http_body_util::LengthLimitError>() {
-                Failure::PayloadTooLarge
-            } else {
-                Failure::BadRequest("could not read the request body")
-            }
-        })?
+        .map_err(|err| Failure::from(&err))?
         .to_bytes();
     match media_type.as_str() {
         "application/x-www-form-urlencoded" | "" => parse_form(&bytes),

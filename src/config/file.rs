@@ -59,6 +59,10 @@ pub struct LimitsFile {
     pub max_connections: Option<Spanned<u64>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub max_h2_streams: Option<Spanned<u64>>,
+    pub body_read_timeout: Option<Spanned<String>>,
+    pub body_min_rate: Option<Spanned<String>>,
+    pub max_body_size: Option<Spanned<String>>,
+    pub write_timeout: Option<Spanned<String>>,
 }
 
 /// `tokens:` — signing and validation settings.

@@ -60,6 +60,14 @@ pub struct Limits {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub max_h2_streams: u32,
+    /// How long in total a client may keep us waiting for request-body bytes…
+    pub body_read_timeout: Duration,
+    /// …plus one second per this many bytes delivered (bytes per second, at least 1).
+    pub body_min_rate: u64,
+    /// Cap on proxied request bodies; `None` streams any size.
+    pub max_body_size: Option<u64>,
+    /// How long a response write may stall on a client that does not read.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -72,6 +80,10 @@ impl Default for Limits {
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(30),
             max_h2_streams: 200,
+            body_read_timeout: Duration::from_secs(10),
+            body_min_rate: 500,
+            max_body_size: None,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -357,12 +369,21 @@ impl Builder {
                 bytes as usize
             }
         };
+        let size = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<u64>, ConfigError> {
+            let Some(v) = v else { return Ok(None) };
+            match parse_size(&v.value) {
+                Ok(0) => Err(self.at(v, format!("limits.{key}: must be at least 1B"))),
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) => Err(self.at(v, format!("limits.{key}: {e}"))),
+            }
+        };
+        let header_read_timeout = self.duration(
+            &raw.header_read_timeout,
+            "limits.header_read_timeout",
+            d.header_read_timeout,
+        )?;
         Ok(Limits {
-            header_read_timeout: self.duration(
-                &raw.header_read_timeout,
-                "limits.header_read_timeout",
-                d.header_read_timeout,
-            )?,
+            header_read_timeout,
             idle_timeout: self.duration(
                 &raw.idle_timeout,
                 "limits.idle_timeout",
@@ -389,6 +410,19 @@ impl Builder {
             )?
             .try_into()
             .unwrap_or(u32::MAX),
+            // A client slow with its body is as suspect as one slow with its headers.
+            body_read_timeout: self.duration(
+                &raw.body_read_timeout,
+                "limits.body_read_timeout",
+                header_read_timeout,
+            )?,
+            body_min_rate: size(&raw.body_min_rate, "body_min_rate")?.unwrap_or(d.body_min_rate),
+            max_body_size: size(&raw.max_body_size, "max_body_size")?,
+            write_timeout: self.duration(
+                &raw.write_timeout,
+                "limits.write_timeout",
+                d.write_timeout,
+            )?,
         })
     }
 

@@ -602,8 +602,12 @@ async fn upstream_handle(
         let ms: u64 = segments.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    if segments.get(1) == Some(&"big") {
-        let size: usize = segments.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
+    // `/big/<n>`, also under a route prefix such as `/public/big/<n>`.
+    if let Some(at) = segments.iter().position(|s| *s == "big") {
+        let size: usize = segments
+            .get(at + 1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1024);
         return Ok(Response::builder()
             .header("content-type", "application/octet-stream")
             .body(pattern_body(size))

@@ -1,0 +1,333 @@
+//! The client's request body on its way in, with the two limits hyper does not enforce:
+//!
+//! - a **read allowance** against slow-body clients (THREATS R-03). A client may keep the
+//!   gateway waiting for body bytes `body_read_timeout` in total, plus one second for every
+//!   `body_min_rate` bytes it has delivered (Apache mod_reqtimeout's `body=…,MinRate=…`).
+//!   Only time spent waiting *on the client* counts: while the upstream applies
+//!   back-pressure the body is not polled and the clock does not run. Past the allowance the
+//!   body fails with [`BodyError::TimedOut`] (408), which aborts the upstream request.
+//! - a **size cap** (R-06): more than `max_body_size` bytes fails with
+//!   [`BodyError::TooLarge`] (413), streamed, never buffered.
+//!
+//! A request without a body is never polled, so GETs pay nothing for either.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::config::Limits;
+use crate::error::Failure;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the client sent its request body too slowly")]
+    TimedOut,
+    #[error("the request body exceeds the size limit")]
+    TooLarge,
+    #[error("the request body ended abnormally: {0}")]
+    Client(#[source] BoxError),
+}
+
+impl BodyError {
+    /// Find a body failure anywhere in an error's cause chain (the upstream client wraps it).
+    pub fn find_in<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e BodyError> {
+        let mut cause = Some(err);
+        while let Some(err) = cause {
+            if let Some(body) = err.downcast_ref::<BodyError>() {
+                return Some(body);
+            }
+            cause = err.source();
+        }
+        None
+    }
+}
+
+impl From<&BodyError> for Failure {
+    fn from(err: &BodyError) -> Failure {
+        match err {
+            BodyError::TimedOut => Failure::RequestTimeout,
+            BodyError::TooLarge => Failure::PayloadTooLarge,
+            BodyError::Client(_) => Failure::BadRequest("the request body ended abnormally"),
+        }
+    }
+}
+
+/// The limits one body is read under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub read_timeout: Duration,
+    /// Bytes per second that earn one more second of allowance; at least 1.
+    pub min_rate: u64,
+    pub max_size: Option<u64>,
+}
+
+impl BodyLimits {
+    /// The limits for proxied bodies.
+    pub fn from_config(limits: &Limits) -> Self {
+        BodyLimits {
+            read_timeout: limits.body_read_timeout,
+            min_rate: limits.body_min_rate,
+            max_size: limits.max_body_size,
+        }
+    }
+
+    /// Refuse up front a body whose declared length is already over the cap.
+    pub fn check_declared(&self, body: &impl Body) -> Result<(), Failure> {
+        match (self.max_size, body.size_hint().exact()) {
+            (Some(max), Some(declared)) if declared > max => Err(Failure::PayloadTooLarge),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A request body read under [`BodyLimits`].
+#[derive(Debug)]
+pub struct GuardedBody<B = Incoming> {
+    inner: B,
+    limits: BodyLimits,
+    received: u64,
+    /// Time already spent waiting on the client, excluding the current wait.
+    waited: Duration,
+    /// Set while the client owes us bytes: when the current wait began, and its alarm.
+    /// The alarm is allocated on the first wait only and re-armed in place after that.
+    waiting_since: Option<Instant>,
+    alarm: Option<Pin<Box<Sleep>>>,
+    failed: bool,
+}
+
+impl<B> GuardedBody<B> {
+    pub fn new(inner: B, limits: BodyLimits) -> Self {
+        GuardedBody {
+            inner,
+            limits,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+            alarm: None,
+            failed: false,
+        }
+    }
+
+    /// Total waiting the client is allowed so far.
+    fn allowance(&self) -> Duration {
+        let earned = Duration::from_secs_f64(self.received as f64 / self.limits.min_rate as f64);
+        self.limits.read_timeout.saturating_add(earned)
+    }
+
+    fn fail(&mut self, err: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.failed = true;
+        self.alarm = None;
+        Poll::Ready(Some(Err(err)))
+    }
+
+    /// The client delivered something: close the books on the current wait.
+    fn stop_waiting(&mut self) {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += since.elapsed();
+        }
+    }
+}
+
+impl<B> Body for GuardedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stop_waiting();
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if this.limits.max_size.is_some_and(|max| this.received > max) {
+                        return this.fail(BodyError::TooLarge);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => this.fail(BodyError::Client(err.into())),
+            Poll::Ready(None) => {
+                this.stop_waiting();
+                this.alarm = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let now = Instant::now();
+                let since = *this.waiting_since.get_or_insert(now);
+                let remaining = this.allowance().saturating_sub(this.waited);
+                let deadline = since + remaining;
+                let alarm = match &mut this.alarm {
+                    Some(alarm) => {
+                        if alarm.deadline() != deadline {
+                            alarm.as_mut().reset(deadline);
+                        }
+                        alarm
+                    }
+                    None => this
+                        .alarm
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                match alarm.as_mut().poll(cx) {
+                    Poll::Ready(()) => this.fail(BodyError::TimedOut),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::BodyExt;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A body whose chunks a test hands over one at a time.
+    struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+
+    impl Body for ChannelBody {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.get_mut()
+                .0
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn guarded(max_size: Option<u64>) -> (mpsc::UnboundedSender<Bytes>, GuardedBody<ChannelBody>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let limits = BodyLimits {
+            read_timeout: Duration::from_secs(10),
+            min_rate: 100,
+            max_size,
+        };
+        (tx, GuardedBody::new(ChannelBody(rx), limits))
+    }
+
+    async fn next(body: &mut GuardedBody<ChannelBody>) -> Option<Result<Bytes, BodyError>> {
+        body.frame()
+            .await
+            .map(|frame| frame.map(|f| f.into_data().unwrap_or_default()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out_after_the_allowance() {
+        let (tx, mut body) = guarded(None);
+        tx.send(Bytes::from_static(&[7; 50])).unwrap();
+        let started = Instant::now();
+        assert!(matches!(next(&mut body).await, Some(Ok(b)) if b.len() == 50));
+        // 10 s plus 0.5 s earned by 50 bytes at 100 B/s.
+        assert!(matches!(
+            next(&mut body).await,
+            Some(Err(BodyError::TimedOut))
+        ));
+        assert_eq!(started.elapsed(), Duration::from_millis(10_500));
+        assert!(next(&mut body).await.is_none(), "a failed body ends");
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_adds_up_across_gaps() {
+        let (tx, mut body) = guarded(None);
+        let sender = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                if tx.send(Bytes::from_static(b"x")).is_err() {
+                    return;
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut delivered = 0;
+        let outcome = loop {
+            match next(&mut body).await {
+                Some(Ok(_)) => delivered += 1,
+                other => break other,
+            }
+        };
+        assert!(matches!(outcome, Some(Err(BodyError::TimedOut))));
+        // Two 4 s gaps pass; the third wait runs out at 10.02 s in total (2 bytes earned 20 ms).
+        assert_eq!(delivered, 2);
+        assert_eq!(started.elapsed(), Duration::from_millis(10_020));
+        sender.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_the_body_is_not_polled_does_not_count() {
+        let (tx, mut body) = guarded(None);
+        tx.send(Bytes::from_static(b"a")).unwrap();
+        assert!(next(&mut body).await.unwrap().is_ok());
+        // The upstream applies back-pressure for a minute; the client's bytes are waiting.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        tx.send(Bytes::from_static(b"b")).unwrap();
+        assert!(next(&mut body).await.unwrap().is_ok());
+        drop(tx);
+        assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_over_the_cap_fails_when_it_crosses_it() {
+        let (tx, mut body) = guarded(Some(10));
+        tx.send(Bytes::from_static(&[1; 6])).unwrap();
+        tx.send(Bytes::from_static(&[1; 4])).unwrap();
+        tx.send(Bytes::from_static(&[1; 1])).unwrap();
+        assert!(next(&mut body).await.unwrap().is_ok());
+        assert!(next(&mut body).await.unwrap().is_ok());
+        assert!(matches!(
+            next(&mut body).await,
+            Some(Err(BodyError::TooLarge))
+        ));
+    }
+
+    /// Stands in for the client errors that carry a body failure as their cause.
+    #[derive(Debug, thiserror::Error)]
+    #[error("request failed")]
+    struct Wrapper(#[source] BodyError);
+
+    #[test]
+    fn body_errors_are_found_through_wrapping_errors() {
+        let wrapped = Wrapper(BodyError::TimedOut);
+        assert!(matches!(
+            BodyError::find_in(&wrapped),
+            Some(BodyError::TimedOut)
+        ));
+        let unrelated = std::io::Error::other("reset");
+        assert!(BodyError::find_in(&unrelated).is_none());
+    }
+}
