@@ -56,7 +56,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn serve(
+/// Serve one listener on the current (single-threaded) runtime. Also used by the
+/// allocation benchmark as its baseline.
+pub async fn serve(
     listener: std::net::TcpListener,
     acceptor: TlsAcceptor,
     upstream: Arc<str>,

@@ -7,20 +7,22 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::HeaderValue;
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode};
 
 use crate::config::LogFormat;
 use crate::metrics::Metrics;
 
-/// What the access log says about one request, filled in as the pipeline learns it.
+/// What the access log says about one request, filled in as the pipeline learns it. Fields
+/// are shared or borrowed from the request and the config snapshot rather than copied.
 #[derive(Debug)]
-pub struct AccessRecord {
-    pub request_id: String,
+pub struct AccessRecord<'a> {
+    pub request_id: HeaderValue,
     pub client: SocketAddr,
-    pub method: String,
+    pub method: Method,
     /// The normalised path (empty when the target was refused before normalising).
     pub path: String,
-    pub route: String,
+    /// The matched route's id, or the gateway endpoint's name.
+    pub route: &'a str,
     pub user: String,
     pub decision: &'static str,
     pub upstream_latency: Option<Duration>,
@@ -28,15 +30,15 @@ pub struct AccessRecord {
     pub bytes_in: Option<u64>,
 }
 
-impl AccessRecord {
+impl AccessRecord<'_> {
     /// Begin a record for `request`.
     pub fn start<B>(request: &Request<B>, client: SocketAddr, request_id: &HeaderValue) -> Self {
         AccessRecord {
-            request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+            request_id: request_id.clone(),
             client,
-            method: request.method().as_str().to_owned(),
+            method: request.method().clone(),
             path: String::new(),
-            route: String::new(),
+            route: "",
             user: String::new(),
             decision: "reject",
             upstream_latency: None,
@@ -59,7 +61,7 @@ impl AccessRecord {
     ) {
         let total = started.elapsed();
         metrics.request(
-            &self.route,
+            self.route,
             self.decision,
             status.as_u16(),
             total,
@@ -79,11 +81,11 @@ impl AccessRecord {
         }
         tracing::info!(
             target: "access",
-            request_id = %self.request_id,
+            request_id = %self.request_id(),
             client = %self.client,
             method = %self.method,
             path = %self.path,
-            route = %self.route,
+            route = self.route,
             user = %self.user,
             decision = self.decision,
             status = status.as_u16(),
@@ -95,7 +97,12 @@ impl AccessRecord {
     }
 }
 
-impl AccessRecord {
+impl AccessRecord<'_> {
+    /// Request ids are checked to be visible ASCII (or generated), so this never falls back.
+    fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+
     fn render_json(
         &self,
         out: &mut Vec<u8>,
@@ -110,11 +117,11 @@ impl AccessRecord {
         out.extend_from_slice(b"{\"timestamp\":\"");
         timestamp(out, SystemTime::now());
         out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\"");
-        string(out, "request_id", &self.request_id);
+        string(out, "request_id", self.request_id());
         let _ = write!(out, ",\"client\":\"{}\"", self.client);
-        string(out, "method", &self.method);
+        string(out, "method", self.method.as_str());
         string(out, "path", &self.path);
-        string(out, "route", &self.route);
+        string(out, "route", self.route);
         string(out, "user", &self.user);
         string(out, "decision", self.decision);
         let _ = write!(out, ",\"status\":{}", status.as_u16());
@@ -146,9 +153,9 @@ impl AccessRecord {
         let _ = write!(
             out,
             "  INFO access: request_id={} client={} method={} path={} route={} user={} decision={:?} status={}",
-            self.request_id.escape_debug(),
+            self.request_id().escape_debug(),
             self.client,
-            self.method.escape_debug(),
+            self.method.as_str().escape_debug(),
             self.path,
             self.route.escape_debug(),
             self.user.escape_debug(),
@@ -214,11 +221,11 @@ mod tests {
     #[test]
     fn json_line_escapes_untrusted_fields() {
         let record = AccessRecord {
-            request_id: "id\"x".into(),
+            request_id: HeaderValue::from_static("id\"x"),
             client: "127.0.0.1:1".parse().unwrap(),
-            method: "GET".into(),
+            method: Method::GET,
             path: "/a".into(),
-            route: "r".into(),
+            route: "r",
             user: "u\"ser".into(),
             decision: "allow",
             upstream_latency: None,

@@ -182,7 +182,9 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::new_v4().hyphenated();
+            HeaderValue::from_str(id.encode_lower(&mut text))
                 .unwrap_or(HeaderValue::from_static("unknown"))
         })
 }

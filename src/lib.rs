@@ -14,13 +14,15 @@
 //! - [`auth`]: tokens, password hashing, the login endpoint; [`limit`]: lockouts, revocations.
 //! - [`proxy`], [`headers`], [`echo`]: forwarding, header hygiene, the built-in echo upstream.
 //! - [`request_body`]: slow-body deadline and size cap; [`write_deadline`]: stalled readers.
-//! - [`admin`], [`metrics`], [`access_log`]: operations.
+//! - [`admin`], [`metrics`] ([`request_stats`] sharded per thread), [`access_log`]: operations.
 //!
 //! # Life of a request
 //! snapshot → hygiene (CONNECT/TRACE 405, Host rules) → normalise target (400) → login or
 //! logout endpoint? → match route (404, `deny` 403) → authenticate bearer (401) → authorise
 //! scopes (403) → rebuild headers → forward with the body guarded (408/413; 502/504) →
 //! access log.
+
+#![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
@@ -40,6 +42,7 @@ pub mod observed_io;
 pub mod path;
 pub mod proxy;
 pub mod request_body;
+pub mod request_stats;
 pub mod routes;
 pub mod server;
 pub mod service;

@@ -1,5 +1,7 @@
 //! The `portcullis` binary: parse the command line and hand over to the library.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,22 +1,20 @@
 //! Prometheus metrics (prometheus-client), served in text format by the admin listener.
+//!
+//! Per-request metrics ([`crate::request_stats`]) are sharded per serving thread; the rest
+//! (logins, reloads, connections) are rare events kept in ordinary prometheus-client metrics.
 
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: String,
-    decision: String,
-    status: u16,
-}
+use crate::request_stats::RequestStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -32,9 +30,7 @@ struct ConfigLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    request_seconds: Histogram,
-    upstream_seconds: Histogram,
+    requests: Arc<RequestStats>,
     logins: Family<OutcomeLabels, Counter>,
     lockouts: Counter,
     reloads: Family<OutcomeLabels, Counter>,
@@ -53,24 +49,8 @@ impl Metrics {
     /// Create and register every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portcullis");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests by route, decision and status",
-            requests.clone(),
-        );
-        let request_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register(
-            "request_duration_seconds",
-            "Total request latency",
-            request_seconds.clone(),
-        );
-        let upstream_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register(
-            "upstream_duration_seconds",
-            "Upstream response-header latency",
-            upstream_seconds.clone(),
-        );
+        let requests = Arc::new(RequestStats::new());
+        registry.register_collector(Box::new(requests.clone()));
         let logins = Family::<OutcomeLabels, Counter>::default();
         registry.register("logins", "Login attempts by outcome", logins.clone());
         let lockouts = Counter::default();
@@ -102,8 +82,6 @@ impl Metrics {
         Metrics {
             registry,
             requests,
-            request_seconds,
-            upstream_seconds,
             logins,
             lockouts,
             reloads,
@@ -113,26 +91,18 @@ impl Metrics {
         }
     }
 
-    /// Record a finished request.
+    /// Record a finished request (on the calling thread's shard: no shared lock, and no
+    /// allocation once the thread has seen the route).
     pub fn request(
         &self,
         route: &str,
-        decision: &str,
+        decision: &'static str,
         status: u16,
         total: Duration,
         upstream: Option<Duration>,
     ) {
         self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                decision: decision.to_owned(),
-                status,
-            })
-            .inc();
-        self.request_seconds.observe(total.as_secs_f64());
-        if let Some(upstream) = upstream {
-            self.upstream_seconds.observe(upstream.as_secs_f64());
-        }
+            .record(route, decision, status, total, upstream);
     }
 
     /// Record a login attempt's outcome (`success`, `invalid_grant`, `locked`, `busy`, ...).

@@ -6,6 +6,7 @@
 //! [`handle`] is the only function hyper calls; it never returns `Err`: every failure is
 //! rendered by [`Failure::into_response`].
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,32 +69,35 @@ pub async fn handle(
     Ok(response)
 }
 
-async fn pipeline(
+async fn pipeline<'s>(
     shared: &Shared,
-    snapshot: &Snapshot,
+    snapshot: &'s Snapshot,
     conn: ConnInfo,
     request: Request<Incoming>,
     request_id: &HeaderValue,
-    record: &mut AccessRecord,
+    record: &mut AccessRecord<'s>,
 ) -> Result<Response<ResponseBody>, Failure> {
     let host = check_hygiene(&request, &conn)?;
     let Some(path) = request_path(&request)? else {
         record.decision = "local";
         return Ok(options_star());
     };
-    record.path.clone_from(&path);
+    // The record owns the canonical path; the pipeline borrows it from there.
+    record.path = path;
     let config = &snapshot.config;
-    if path == config.login.path {
+    if record.path == config.login.path {
         return login::login(shared, snapshot, conn, request, record).await;
     }
-    if path == login::LOGOUT_PATH {
+    if record.path == login::LOGOUT_PATH {
         return login::logout(shared, snapshot, request, record).await;
     }
+    let path = record.path.as_str();
     let (_, route) = config
         .routes
-        .find(request.method(), &host, &path)
+        .find(request.method(), &host, path)
         .ok_or(Failure::NotFound)?;
-    record.route.clone_from(&route.id);
+    drop(host);
+    record.route = &route.id;
     let identity = decide(shared, snapshot, route, request.headers())?;
     record.decision = "allow";
     if let Some(identity) = &identity {
@@ -109,7 +113,7 @@ async fn pipeline(
         &conn,
         upstream,
         request,
-        &path,
+        path,
         identity.as_ref(),
         request_id,
     )?;
@@ -118,7 +122,7 @@ async fn pipeline(
 
 /// Request hygiene that hyper leaves to us (SPEC "Request hygiene"). Returns the host used
 /// for routing: lowercase, without port or trailing dot.
-fn check_hygiene<B>(request: &Request<B>, conn: &ConnInfo) -> Result<String, Failure> {
+fn check_hygiene<'r, B>(request: &'r Request<B>, conn: &ConnInfo) -> Result<Cow<'r, str>, Failure> {
     match *request.method() {
         Method::CONNECT | Method::TRACE => {
             return Err(Failure::MethodNotAllowed {
@@ -167,10 +171,10 @@ const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// Validate a Host value (RFC 9110 §7.2: uri-host [":" port]) and reduce it to what route
 /// `host:` rules compare against.
-fn routing_host(host: &str) -> Result<String, Failure> {
+fn routing_host(host: &str) -> Result<Cow<'_, str>, Failure> {
     const BAD: Failure = Failure::BadRequest("invalid Host header");
     if host.is_empty() {
-        return Ok(String::new());
+        return Ok(Cow::Borrowed(""));
     }
     let (name, port) = if let Some(rest) = host.strip_prefix('[') {
         let (inside, after) = rest.split_once(']').ok_or(BAD)?;
@@ -204,7 +208,13 @@ fn routing_host(host: &str) -> Result<String, Failure> {
     if name.is_empty() || !name.bytes().all(valid) {
         return Err(BAD);
     }
-    Ok(name.trim_end_matches('.').to_ascii_lowercase())
+    let name = name.trim_end_matches('.');
+    // Copy only when the client's spelling is not already the canonical one.
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Ok(Cow::Owned(name.to_ascii_lowercase()))
+    } else {
+        Ok(Cow::Borrowed(name))
+    }
 }
 
 /// The canonical path, or `None` for `OPTIONS *`, which the gateway answers itself.
@@ -366,7 +376,7 @@ fn is_websocket_upgrade(parts: &http::request::Parts) -> bool {
 async fn send(
     upstream: &Upstream,
     mut request: Request<GuardedBody>,
-    record: &mut AccessRecord,
+    record: &mut AccessRecord<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
     if upstream.target == UpstreamTarget::Echo {
         return Ok(echo::respond(&request));

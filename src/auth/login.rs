@@ -55,9 +55,9 @@ pub async fn login(
     snapshot: &Snapshot,
     conn: ConnInfo,
     request: Request<Incoming>,
-    record: &mut AccessRecord,
+    record: &mut AccessRecord<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
-    record.route = "login".into();
+    record.route = "login";
     let result = if request.method() != Method::POST {
         Err(Failure::MethodNotAllowed { allow: "POST" })
     } else {
@@ -86,7 +86,7 @@ async fn attempt(
     snapshot: &Snapshot,
     conn: ConnInfo,
     request: Request<Incoming>,
-    record: &mut AccessRecord,
+    record: &mut AccessRecord<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
     if request
         .uri()
@@ -289,9 +289,9 @@ pub async fn logout(
     shared: &Shared,
     snapshot: &Snapshot,
     request: Request<Incoming>,
-    record: &mut AccessRecord,
+    record: &mut AccessRecord<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
-    record.route = "logout".into();
+    record.route = "logout";
     if request.method() != Method::POST {
         return Err(Failure::MethodNotAllowed { allow: "POST" });
     }

@@ -1,0 +1,370 @@
+//! Heap allocations per request on the gateway's serving thread, counted by a global
+//! allocator.
+//!
+//! A real gateway (one serving thread) runs in this process next to a real TLS client, a real
+//! upstream and the bare pass-through proxy of `examples/passthrough.rs` (one thread), the
+//! baseline: what hyper, hyper-util and rustls allocate on their own. The allocator counts
+//! only on threads not marked as harness threads, so the client's and upstream's allocations
+//! are not in the figures. Each scenario sends requests one at a time over one keep-alive
+//! connection, after a warm-up that fills pools and caches, and reports allocations (and
+//! bytes) per request.
+//!
+//! `cargo bench --bench allocations`
+//!
+//! Access logging is off here (no subscriber is installed); in the binary an access line is
+//! rendered into a per-thread buffer that is handed over every 32 KiB, one allocation per
+//! ~100 requests.
+
+// The counting allocator is the one place in the repository that needs `unsafe`.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis::config::Config;
+use portcullis::state::{Shared, Snapshot};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+
+#[path = "../examples/passthrough.rs"]
+#[allow(dead_code)]
+mod passthrough;
+
+// ---------------------------------------------------------------------------------------------
+// The counting allocator
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Set on the benchmark's own threads (client, upstream, main): not counted.
+    static HARNESS: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count(size: usize) {
+    // `try_with`: allocations during thread teardown must not touch a destroyed slot.
+    if !HARNESS.try_with(Cell::get).unwrap_or(true) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting has no effect
+// on the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn snapshot_counts() -> (u64, u64) {
+    (
+        ALLOCATIONS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+const SECRET: &str = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz";
+const WARM_UP: usize = 2_000;
+const MEASURED: usize = 20_000;
+
+fn config_text(upstream: SocketAddr, cert: &Path, key: &Path) -> String {
+    let mut routes = String::new();
+    // 50 routes, the one measured near the end, as in the load benchmark.
+    for i in 0..49 {
+        routes.push_str(&format!(
+            "  - {{ id: r{i}, path: /svc{i}/**, upstream: app, scopes: [read] }}\n"
+        ));
+    }
+    format!(
+        r#"listen: 127.0.0.1:0
+tls: {{ cert: {cert}, key: {key} }}
+tokens: {{ issuer: bench, audience: apps, secret: "{SECRET}" }}
+scopes: {{ read: Read, write: {{ description: Write, implies: [read] }} }}
+upstreams: {{ app: "http://{upstream}" }}
+routes:
+{routes}  - {{ id: items, path: /api/items/**, methods: [GET], upstream: app, scopes: [read] }}
+  - {{ id: public, path: /public/**, upstream: app, public: true }}
+"#,
+        cert = cert.display(),
+        key = key.display(),
+    )
+}
+
+/// A fixed small answer, like an API returning a short JSON document.
+async fn upstream(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = service_fn(|_request: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    br#"{"id":1,"name":"widget"}"#,
+                ))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    async fn connect(addr: SocketAddr, ca: &CertificateDer<'static>, h2: bool) -> Sender {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone()).expect("CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![if h2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("TLS");
+        let io = TokioIo::new(tls);
+        if h2 {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .expect("h2");
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.expect("h1");
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        }
+    }
+
+    async fn send(&mut self, path: &str, token: Option<&str>) -> u16 {
+        let h2 = matches!(self, Sender::H2(_));
+        let mut builder = Request::builder().method("GET");
+        builder = if h2 {
+            builder.uri(format!("https://localhost{path}"))
+        } else {
+            builder.uri(path).header("host", "localhost")
+        };
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let request = builder.body(Empty::new()).expect("request");
+        let response = match self {
+            Sender::H1(s) => {
+                s.ready().await.expect("connection ready");
+                s.send_request(request).await
+            }
+            Sender::H2(s) => {
+                s.ready().await.expect("connection ready");
+                s.send_request(request).await
+            }
+        }
+        .expect("response");
+        let status = response.status().as_u16();
+        response.into_body().collect().await.expect("body");
+        status
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    passthrough: bool,
+    h2: bool,
+    path: &'static str,
+    authorised: bool,
+    status: u16,
+}
+
+fn main() {
+    HARNESS.set(true);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| HARNESS.set(true))
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let upstream_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream_addr = upstream_listener.local_addr().expect("addr");
+    tokio::spawn(upstream(upstream_listener));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let ca = cert.cert.der().clone();
+
+    let text = config_text(upstream_addr, &cert_path, &key_path);
+    let config = Config::from_text(Path::new("bench.yaml"), &text).expect("config");
+    let shared = Shared::new(Snapshot::build(config, 1).expect("snapshot"));
+    let server_tls = shared.snapshot().tls.clone();
+    let token = shared
+        .snapshot()
+        .keys
+        .issue("alice", &["read"], portcullis::service::unix_now())
+        .expect("token")
+        .token;
+    let listeners = portcullis::bind("127.0.0.1:0".parse().expect("addr"), 1).expect("bind");
+    let addr = listeners[0].local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(portcullis::run(listeners, shared, async {
+        let _ = stopped.await;
+    }));
+
+    // The baseline on its own (counted) thread, as the example runs it; it lives as long
+    // as the process.
+    let baseline_listener = portcullis::bind("127.0.0.1:0".parse().expect("addr"), 1)
+        .expect("bind")
+        .remove(0);
+    let baseline = baseline_listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
+        let upstream: Arc<str> = upstream_addr.to_string().into();
+        runtime.block_on(passthrough::serve(baseline_listener, acceptor, upstream))
+    });
+
+    let scenarios = [
+        Scenario {
+            passthrough: false,
+            name: "h1 authorised GET, proxied",
+            h2: false,
+            path: "/api/items/42",
+            authorised: true,
+            status: 200,
+        },
+        Scenario {
+            name: "h1 GET via pass-through",
+            passthrough: true,
+            h2: false,
+            path: "/api/items/42",
+            authorised: true,
+            status: 200,
+        },
+        Scenario {
+            passthrough: false,
+            name: "h2 authorised GET, proxied",
+            h2: true,
+            path: "/api/items/42",
+            authorised: true,
+            status: 200,
+        },
+        Scenario {
+            name: "h2 GET via pass-through",
+            passthrough: true,
+            h2: true,
+            path: "/api/items/42",
+            authorised: true,
+            status: 200,
+        },
+        Scenario {
+            passthrough: false,
+            name: "h1 public GET, proxied",
+            h2: false,
+            path: "/public/x",
+            authorised: false,
+            status: 200,
+        },
+        Scenario {
+            passthrough: false,
+            name: "h1 missing token (401)",
+            h2: false,
+            path: "/api/items/42",
+            authorised: false,
+            status: 401,
+        },
+        Scenario {
+            passthrough: false,
+            name: "h1 no route (404)",
+            h2: false,
+            path: "/nowhere",
+            authorised: true,
+            status: 404,
+        },
+    ];
+    println!("gateway heap allocations per request (1 serving thread, {MEASURED} requests each, after {WARM_UP} warm-up)\n");
+    println!(
+        "{:<32} {:>12} {:>14}",
+        "scenario", "allocs/req", "bytes/req"
+    );
+    for scenario in &scenarios {
+        let target = if scenario.passthrough { baseline } else { addr };
+        let mut sender = Sender::connect(target, &ca, scenario.h2).await;
+        let token = scenario.authorised.then_some(token.as_str());
+        for _ in 0..WARM_UP {
+            assert_eq!(sender.send(scenario.path, token).await, scenario.status);
+        }
+        let (allocs_before, bytes_before) = snapshot_counts();
+        for _ in 0..MEASURED {
+            assert_eq!(sender.send(scenario.path, token).await, scenario.status);
+        }
+        let (allocs_after, bytes_after) = snapshot_counts();
+        let per = |a: u64, b: u64| (b - a) as f64 / MEASURED as f64;
+        println!(
+            "{:<32} {:>12.2} {:>14.0}",
+            scenario.name,
+            per(allocs_before, allocs_after),
+            per(bytes_before, bytes_after)
+        );
+    }
+    let _ = stop.send(());
+    let _ = gateway.await;
+}
