@@ -6,6 +6,13 @@ HTTP/2 (h2load). Rounds are interleaved; the medians and the gateway/pass-throug
 printed. Traffic goes to 127.0.0.1 only; every run is bounded in time.
 
     python3 benches/load.py [--rounds 5] [--duration 5] [--connections 64] [--workers 1]
+                            [--login-flood]
+
+--login-flood adds a last phase: proxied h1 latency at a lighter load (16 connections) alone,
+then again while 200 connections keep a wrong-password login in flight each (h2load), with
+lockout out of the way so every attempt reaches the hash verifier (the worst case: an attacker
+spreading over many addresses and usernames). It prints both p99s, their ratio, how the logins
+were answered, and the gateway's peak RSS during the flood.
 """
 import argparse
 import json
@@ -32,7 +39,7 @@ def rss_kib(pid):
     return 0
 
 
-def gateway_config(port, admin, upstream_port, hash_):
+def gateway_config(port, admin, upstream_port, hash_, lockout):
     routes = []
     for i in range(48):  # 48 decoys ahead of the measured routes, plus 2 = 50
         routes.append(f"  - {{ id: svc{i}-read, path: /svc{i}/items/**, methods: [GET], upstream: app, scopes: [read:items] }}")
@@ -45,6 +52,7 @@ tokens:
   secret: "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
   ttl: 1h
 log: {{ format: json }}
+{lockout}
 scopes:
   read:items: Read
   write:items: {{ description: Write, implies: [read:items] }}
@@ -87,6 +95,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1, help="serving threads for gateway and pass-through")
+    ap.add_argument("--login-flood", action="store_true", help="also measure proxied latency under a login flood")
     args = ap.parse_args()
     for tool in ("wrk", "h2load", "curl"):
         if not shutil.which(tool):
@@ -106,7 +115,9 @@ def main():
         os.mkdir(os.path.join(tmp, "config"))
         config = os.path.join(tmp, "config", "gateway.yaml")
         with open(config, "w") as f:
-            f.write(gateway_config(gw_port, admin_port, up_port, hash_))
+            # For the flood phase the lockout must not turn attempts away before hashing.
+            lockout = "login: { lockout: { failures: 100000000, window: 1m, duration: 1s } }" if args.login_flood else ""
+            f.write(gateway_config(gw_port, admin_port, up_port, hash_, lockout))
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), PORTCULLIS_WORKERS=str(args.workers))
         gw_log = open(os.path.join(tmp, "gateway.log"), "w")
         gw = subprocess.Popen([f"{RELEASE}/portcullis", "run", "-c", config], stderr=gw_log, env=env)
@@ -160,6 +171,8 @@ def main():
               f"after load: gateway {loaded['gateway']}, pass-through {loaded['passthrough']}")
         bad = sum(row["non2xx"] for row in g1)
         print(f"gateway non-2xx responses (h1): {bad}")
+        if args.login_flood:
+            login_flood(args, gw, gw_port, auth, tmp)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -169,6 +182,41 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def login_flood(args, gw, gw_port, auth, tmp):
+    url = f"https://127.0.0.1:{gw_port}/items/42"
+    wrk = ["wrk", "-t1", "-c16", f"-d{args.duration}s", "--latency", "-H", auth, url]
+    body = os.path.join(tmp, "wrong-login.txt")
+    with open(body, "w") as f:
+        f.write("grant_type=password&username=bench&password=wrong-password")
+    flood_cmd = ["h2load", "--h1", "-c", "200", "-m", "1", "-t", "1", "-D", str(args.duration + 2),
+                 "-d", body, "-H", "content-type: application/x-www-form-urlencoded",
+                 f"https://127.0.0.1:{gw_port}/login"]
+    quiet, flooded, answers, peak_rss = [], [], [], 0
+    for _ in range(max(1, args.rounds // 2)):
+        quiet.append(parse_wrk(run(wrk).stdout))
+        flood = subprocess.Popen(flood_cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(1)
+        loaded = subprocess.Popen(wrk, stdout=subprocess.PIPE, text=True)
+        while loaded.poll() is None:
+            peak_rss = max(peak_rss, rss_kib(gw.pid))
+            time.sleep(0.2)
+        flooded.append(parse_wrk(loaded.stdout.read()))
+        out = flood.communicate(timeout=args.duration + 30)[0]
+        codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done", out)
+        answers.append((int(done.group(1)) if done else 0, codes.groups() if codes else ()))
+    med = lambda rows, key: statistics.median(row[key] for row in rows)
+    print(f"\nlogin flood: proxied h1 at 16 connections, alone vs with 200 concurrent wrong-password "
+          f"logins (lockout disabled), {len(quiet)} interleaved round(s) x {args.duration}s")
+    print(f"  alone:      {med(quiet, 'rps'):>8.0f} req/s   p50 {med(quiet, 'p50'):.2f} ms   p99 {med(quiet, 'p99'):.2f} ms")
+    print(f"  with flood: {med(flooded, 'rps'):>8.0f} req/s   p50 {med(flooded, 'p50'):.2f} ms   p99 {med(flooded, 'p99'):.2f} ms")
+    print(f"  p99 ratio flood / alone: {med(flooded, 'p99') / med(quiet, 'p99'):.2f}")
+    for done, codes in answers:
+        if codes:
+            print(f"  logins answered: {done} ({codes[2]} 4xx = checked and refused, {codes[3]} 5xx = 503 busy)")
+    print(f"  gateway peak RSS during the flood: {peak_rss} KiB;  non-2xx proxied: {sum(r['non2xx'] for r in flooded)}")
 
 
 if __name__ == "__main__":

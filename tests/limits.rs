@@ -353,3 +353,28 @@ fn bad_limits_name_their_line() {
         assert!(err.contains(message), "{setting}: {err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// L-04 login floods: free refusals are held, so a retry loop cannot become a request flood
+
+#[tokio::test]
+async fn a_locked_out_login_is_refused_only_after_a_hold() {
+    let up = Upstream::start().await;
+    let yaml = format!(
+        "login: {{ lockout: {{ failures: 1, window: 1m, duration: 1m }} }}\n{}",
+        fixture_yaml(&up.url())
+    );
+    let gw = Gateway::start(&yaml).await;
+    let client = gw.h1();
+    let first = client.login("bob", "wrong").await;
+    assert_eq!(first.status, StatusCode::BAD_REQUEST, "{}", first.text());
+    let started = Instant::now();
+    let locked = client.login("bob", "wrong").await;
+    let held = started.elapsed();
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        held >= Duration::from_millis(450),
+        "answered after {held:?}"
+    );
+    assert_eq!(client.get("/public/x", &[]).await.status, 200);
+}
