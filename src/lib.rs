@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`config`]: `gateway.yaml` → validated [`config::Config`]; `check` lint; hot reload.
 //! - [`state`]: one immutable [`state::Snapshot`] per config generation behind one pointer.
-//! - [`server`]: thread-per-core workers, TLS handshake deadline, ALPN, graceful drain.
+//! - [`server`]: thread-per-core workers, TLS handshake deadline, ALPN, graceful drain;
+//!   [`conn_activity`]: the HTTP/2 idle timeout.
 //! - [`service`]: the request pipeline; [`error`] turns every failure into a response.
 //! - [`path`], [`routes`], [`authz`]: pure canonicalisation, matching and scope logic.
 //! - [`auth`]: tokens, password hashing, the login endpoint; [`limit`]: lockouts, revocations.
@@ -31,6 +32,7 @@ pub mod authz;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod conn_activity;
 pub mod echo;
 pub mod error;
 pub mod framing;

@@ -17,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::conn_activity::Activity;
 use crate::framing::RecentBytes;
 use crate::observed_io::Observed;
 use crate::service::{self, ConnInfo};
@@ -204,8 +205,16 @@ async fn serve_connection(
     if is_h2 {
         let conn = ConnInfo { peer, recent: None };
         let shared_for_service = shared.clone();
+        let activity = Activity::new();
+        let activity_for_service = activity.clone();
         let service = service_fn(move |request| {
-            service::handle(shared_for_service.clone(), conn.clone(), request)
+            let in_flight = activity_for_service.begin();
+            let handled = service::handle(shared_for_service.clone(), conn.clone(), request);
+            async move {
+                let response = handled.await;
+                drop(in_flight);
+                response
+            }
         });
         // hyper has no deadline for the HTTP/2 preface: a silent client would hold the
         // connection until keep-alive pings give up. Watch for the first byte ourselves.
@@ -220,8 +229,16 @@ async fn serve_connection(
             .keep_alive_interval(Some(limits.idle_timeout / 2))
             .keep_alive_timeout(Duration::from_secs(20));
         let connection = builder.serve_connection(io, service);
-        let deadline = Some((first_byte, limits.header_read_timeout));
-        drive(connection, &mut stop, deadline, |c| c.graceful_shutdown()).await;
+        let watch = H2Watch {
+            first_byte,
+            first_byte_deadline: limits.header_read_timeout,
+            activity,
+            idle_timeout: limits.idle_timeout,
+        };
+        drive(connection, &mut stop, Some(watch), |c| {
+            c.graceful_shutdown()
+        })
+        .await;
     } else {
         let recent = Arc::new(RecentBytes::default());
         let tls = Observed::new(tls, recent.clone());
@@ -246,12 +263,21 @@ async fn serve_connection(
     }
 }
 
-/// Run a hyper connection to completion; on shutdown ask it to finish the in-flight
-/// request(s) and close, then keep polling it until it does.
+/// What hyper does not watch on an HTTP/2 connection: the first byte, and idleness.
+struct H2Watch {
+    first_byte: Arc<AtomicBool>,
+    first_byte_deadline: Duration,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+}
+
+/// Run a hyper connection to completion; on shutdown, or when an HTTP/2 connection has been
+/// idle for its timeout, ask it to finish the in-flight request(s) and close, then keep
+/// polling it until it does.
 async fn drive<C, E>(
     connection: C,
     stop: &mut watch::Receiver<bool>,
-    first_byte_deadline: Option<(Arc<AtomicBool>, Duration)>,
+    h2: Option<H2Watch>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: Future<Output = Result<(), E>>,
@@ -261,23 +287,44 @@ async fn drive<C, E>(
     // Map the watch guard away at once: it must not be held across an await.
     let stopping = async { stop.wait_for(|stopping| *stopping).await.is_ok() };
     tokio::pin!(stopping);
-    if let Some((first_byte, deadline)) = first_byte_deadline {
+    let mut first_byte_check = h2
+        .as_ref()
+        .map(|watch| Box::pin(tokio::time::sleep(watch.first_byte_deadline)));
+    let mut idle_check = h2
+        .as_ref()
+        .map(|watch| tokio::time::interval(watch.idle_timeout / 4));
+    let idle_for = || h2.as_ref().and_then(|watch| watch.activity.idle_for());
+    let idle_timeout = h2
+        .as_ref()
+        .map_or(Duration::MAX, |watch| watch.idle_timeout);
+    let mut stop_closed = false;
+    let result = loop {
         tokio::select! {
-            result = connection.as_mut() => return log_end(result),
-            true = stopping.as_mut() => return,
-            () = tokio::time::sleep(deadline) => {
-                if !first_byte.load(Ordering::Relaxed) {
+            result = connection.as_mut() => break result,
+            _ = async { first_byte_check.as_mut()?.await; Some(()) },
+                if first_byte_check.is_some() =>
+            {
+                if !h2.as_ref().is_some_and(|w| w.first_byte.load(Ordering::Relaxed)) {
                     tracing::debug!("closing a connection that sent nothing");
                     return;
                 }
+                first_byte_check = None;
             }
-        }
-    }
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        true = stopping => {
-            graceful(connection.as_mut());
-            connection.await
+            stopping = stopping.as_mut(), if !stop_closed => {
+                if stopping {
+                    graceful(connection.as_mut());
+                    break connection.await;
+                }
+                // The stop signal's sender is gone: it can no longer fire.
+                stop_closed = true;
+            }
+            _ = async { idle_check.as_mut()?.tick().await; Some(()) }, if idle_check.is_some() => {
+                if idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                    tracing::debug!("closing an idle HTTP/2 connection");
+                    graceful(connection.as_mut());
+                    break connection.await;
+                }
+            }
         }
     };
     log_end(result);

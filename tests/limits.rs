@@ -378,3 +378,61 @@ async fn a_locked_out_login_is_refused_only_after_a_hold() {
     );
     assert_eq!(client.get("/public/x", &[]).await.status, 200);
 }
+
+// ---------------------------------------------------------------------------------------------
+// an HTTP/2 client that answers pings but sends nothing more
+
+/// An h2 connection whose driver task ends when the gateway closes it.
+async fn h2_connection(
+    gw: &Gateway,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let io = TokioIo::new(gw.h2().tls().await);
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .expect("h2 handshake");
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, driver)
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_after_the_idle_timeout() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_with(&up, "idle_timeout: 1s")).await;
+    let (mut sender, driver) = h2_connection(&gw).await;
+    let request = gw
+        .h2()
+        .request("GET", "/public/x")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    // The client's h2 stack keeps answering the gateway's pings: only the idle timeout ends it.
+    let closed = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert!(closed.is_ok(), "idle h2 connection still open after 5 s");
+}
+
+#[tokio::test]
+async fn a_busy_h2_connection_is_not_closed_for_idleness() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config_with(&up, "idle_timeout: 1s")).await;
+    let (mut sender, driver) = h2_connection(&gw).await;
+    // A request every 300 ms for 3 s: never idle for the full second.
+    for _ in 0..10 {
+        let request = gw
+            .h2()
+            .request("GET", "/public/x")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .expect("connection closed");
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!driver.is_finished());
+}
