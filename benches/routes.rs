@@ -58,6 +58,7 @@ fn table(n: usize, vocab: &Vocabulary) -> RouteTable {
                 case_insensitive: false,
                 access,
                 upstream: Some(format!("up{}", s % 7)),
+                max_body_size: None,
             }
         })
         .collect();

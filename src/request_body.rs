@@ -71,6 +71,14 @@ pub struct BodyLimits {
 }
 
 impl BodyLimits {
+    /// The limits for bodies proxied on a route with this cap (if any).
+    pub fn for_route(limits: &Limits, route_max_size: Option<u64>) -> Self {
+        BodyLimits {
+            max_size: route_max_size.or(limits.max_body_size),
+            ..Self::from_config(limits)
+        }
+    }
+
     /// The limits for proxied bodies.
     pub fn from_config(limits: &Limits) -> Self {
         BodyLimits {

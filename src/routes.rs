@@ -35,6 +35,8 @@ pub struct Route {
     pub access: Access,
     /// Upstream name; `None` only for `Deny`.
     pub upstream: Option<String>,
+    /// Request-body cap overriding `limits.max_body_size`.
+    pub max_body_size: Option<u64>,
 }
 
 /// Why a route was refused. Every message names the pattern or route so config errors point home.
@@ -449,6 +451,7 @@ mod tests {
             case_insensitive: false,
             access: Access::Public,
             upstream: Some("app".into()),
+            max_body_size: None,
         };
         for word in spec.split(' ') {
             match word {

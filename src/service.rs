@@ -108,6 +108,11 @@ async fn pipeline<'s>(
         .as_ref()
         .and_then(|name| config.upstreams.get(name))
         .ok_or(Failure::Internal)?;
+    // Limits the client's body on its way through: 413 now if its declared length is already
+    // too large, 408/413 mid-stream otherwise.
+    let body_limits = BodyLimits::for_route(&config.limits, route.max_body_size);
+    body_limits.check_declared(request.body())?;
+    let request = request.map(|body| GuardedBody::new(body, body_limits));
     let upstream_request = build_upstream_request(
         snapshot,
         &conn,
@@ -282,15 +287,12 @@ fn build_upstream_request(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     upstream: &Upstream,
-    request: Request<Incoming>,
+    request: Request<GuardedBody>,
     path: &str,
     identity: Option<&Arc<Identity>>,
     request_id: &HeaderValue,
 ) -> Result<Request<GuardedBody>, Failure> {
     let (mut parts, body) = request.into_parts();
-    let body_limits = BodyLimits::from_config(&snapshot.config.limits);
-    body_limits.check_declared(&body)?;
-    let body = GuardedBody::new(body, body_limits);
     let websocket = is_websocket_upgrade(&parts);
     let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts

@@ -214,6 +214,30 @@ async fn bodies_within_the_cap_pass_intact() {
 }
 
 #[tokio::test]
+async fn a_route_cap_overrides_the_global_one() {
+    let up = Upstream::start().await;
+    let yaml = format!(
+        "{}  - {{ id: uploads, path: /uploads/**, upstream: up, public: true, max_body_size: 8KiB }}\n",
+        config_with(&up, "max_body_size: 1KiB")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let client = gw.h2();
+    let upload = client
+        .call("POST", "/uploads/a", &[], vec![b'u'; 4096])
+        .await;
+    assert_eq!(upload.status, 200, "{}", upload.text());
+    assert_eq!(upload.json()["body_len"], 4096);
+    let elsewhere = client
+        .call("POST", "/public/a", &[], vec![b'u'; 4096])
+        .await;
+    assert_eq!(elsewhere.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let too_big = client
+        .call("POST", "/uploads/a", &[], vec![b'u'; 16 * 1024])
+        .await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
 async fn without_a_cap_a_large_body_streams_through() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&fixture_yaml(&up.url())).await;
@@ -352,6 +376,20 @@ fn bad_limits_name_their_line() {
         assert!(err.contains("gateway.yaml:3:"), "{setting}: {err}");
         assert!(err.contains(message), "{setting}: {err}");
     }
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:0\n{}  - {{ path: /uploads/**, upstream: up, public: true, max_body_size: lots }}\n",
+            fixture_yaml("http://127.0.0.1:9")
+        ),
+    )
+    .unwrap();
+    let err = portcullis::config::Config::load(&path)
+        .expect_err("bad route cap")
+        .to_string();
+    assert!(err.contains("max_body_size: `lots`"), "{err}");
+    assert!(err.contains("gateway.yaml:"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -167,6 +167,8 @@ pub struct RouteFile {
     pub any_scopes: Option<Vec<String>>,
     #[serde(default)]
     pub case_insensitive: bool,
+    /// Overrides `limits.max_body_size` for this route.
+    pub max_body_size: Option<String>,
 }
 
 /// A YAML document that did not parse into the schema.

@@ -716,6 +716,12 @@ impl Builder {
                 .host
                 .as_ref()
                 .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+            let max_body_size = match r.max_body_size.as_deref().map(parse_size) {
+                None => None,
+                Some(Ok(0)) => return Err(here("max_body_size: must be at least 1B".into())),
+                Some(Ok(bytes)) => Some(bytes),
+                Some(Err(e)) => return Err(here(format!("max_body_size: {e}"))),
+            };
             routes.push(Route {
                 id,
                 pattern: r.path.clone(),
@@ -724,6 +730,7 @@ impl Builder {
                 case_insensitive: r.case_insensitive,
                 access,
                 upstream,
+                max_body_size,
             });
         }
         RouteTable::compile(routes).map_err(|(index, e)| {
