@@ -28,18 +28,21 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use portcullis::config::Config;
 use portcullis::state::{Shared, Snapshot};
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 #[path = "../examples/passthrough.rs"]
 #[allow(dead_code)]
 mod passthrough;
+
+/// The integration tests' TLS client and test PKI.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 // ---------------------------------------------------------------------------------------------
 // The counting allocator
@@ -148,73 +151,19 @@ async fn upstream(listener: TcpListener) {
     }
 }
 
-enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
-}
-
-impl Sender {
-    async fn connect(addr: SocketAddr, ca: &CertificateDer<'static>, h2: bool) -> Sender {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.clone()).expect("CA");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![if h2 {
-            b"h2".to_vec()
-        } else {
-            b"http/1.1".to_vec()
-        }];
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        tcp.set_nodelay(true).expect("nodelay");
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").expect("name"), tcp)
-            .await
-            .expect("TLS");
-        let io = TokioIo::new(tls);
-        if h2 {
-            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .expect("h2");
-            tokio::spawn(conn);
-            Sender::H2(sender)
-        } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.expect("h1");
-            tokio::spawn(conn);
-            Sender::H1(sender)
-        }
+/// One GET over `conn`; the response body is read to its end. Returns the status.
+async fn get(
+    client: &common::Client,
+    conn: &mut common::Connection,
+    path: &str,
+    token: Option<&str>,
+) -> u16 {
+    let mut request = client.request("GET", path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
     }
-
-    async fn send(&mut self, path: &str, token: Option<&str>) -> u16 {
-        let h2 = matches!(self, Sender::H2(_));
-        let mut builder = Request::builder().method("GET");
-        builder = if h2 {
-            builder.uri(format!("https://localhost{path}"))
-        } else {
-            builder.uri(path).header("host", "localhost")
-        };
-        if let Some(token) = token {
-            builder = builder.header("authorization", format!("Bearer {token}"));
-        }
-        let request = builder.body(Empty::new()).expect("request");
-        let response = match self {
-            Sender::H1(s) => {
-                s.ready().await.expect("connection ready");
-                s.send_request(request).await
-            }
-            Sender::H2(s) => {
-                s.ready().await.expect("connection ready");
-                s.send_request(request).await
-            }
-        }
-        .expect("response");
-        let status = response.status().as_u16();
-        response.into_body().collect().await.expect("body");
-        status
-    }
+    let request = request.body(Full::new(Bytes::new())).expect("request");
+    conn.send(request).await.status.as_u16()
 }
 
 struct Scenario {
@@ -242,14 +191,8 @@ async fn bench() {
     let upstream_addr = upstream_listener.local_addr().expect("addr");
     tokio::spawn(upstream(upstream_listener));
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
-    let ca = cert.cert.der().clone();
-
-    let text = config_text(upstream_addr, &cert_path, &key_path);
+    let pki = common::TestPki::new();
+    let text = config_text(upstream_addr, &pki.cert_path, &pki.key_path);
     let config = Config::from_text(Path::new("bench.yaml"), &text).expect("config");
     let shared = Shared::new(Snapshot::build(config, 1).expect("snapshot"));
     let server_tls = shared.snapshot().tls.clone();
@@ -347,14 +290,22 @@ async fn bench() {
     );
     for scenario in &scenarios {
         let target = if scenario.passthrough { baseline } else { addr };
-        let mut sender = Sender::connect(target, &ca, scenario.h2).await;
+        let proto = if scenario.h2 {
+            common::Proto::H2
+        } else {
+            common::Proto::H1
+        };
+        let client = common::Client::new(target, &pki.ca_der, proto);
+        let mut conn = client.connect().await;
         let token = scenario.authorised.then_some(token.as_str());
         for _ in 0..WARM_UP {
-            assert_eq!(sender.send(scenario.path, token).await, scenario.status);
+            let status = get(&client, &mut conn, scenario.path, token).await;
+            assert_eq!(status, scenario.status);
         }
         let (allocs_before, bytes_before) = snapshot_counts();
         for _ in 0..MEASURED {
-            assert_eq!(sender.send(scenario.path, token).await, scenario.status);
+            let status = get(&client, &mut conn, scenario.path, token).await;
+            assert_eq!(status, scenario.status);
         }
         let (allocs_after, bytes_after) = snapshot_counts();
         let per = |a: u64, b: u64| (b - a) as f64 / MEASURED as f64;
