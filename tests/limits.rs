@@ -31,8 +31,13 @@ async fn upstream_saw(up: &Upstream, n: usize) -> bool {
     false
 }
 
-fn head_of(raw: &str) -> &str {
-    raw.split("\r\n\r\n").next().unwrap_or("")
+/// A raw HTTP/1.1 answer, parsed by the shared [`parse_raw`].
+fn h1_answer(raw: &str) -> Answer {
+    assert!(
+        raw.starts_with("HTTP/1.1 "),
+        "not an HTTP/1.1 answer: {raw:?}"
+    );
+    parse_raw(raw)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -52,17 +57,14 @@ async fn a_stalled_body_gets_408_and_the_upstream_request_is_aborted() {
     let started = Instant::now();
     let raw = read_until_close(&mut stream, Duration::from_secs(6)).await;
     let waited = started.elapsed();
-    assert!(
-        raw.starts_with("HTTP/1.1 408"),
-        "expected 408, got: {}",
-        head_of(&raw)
-    );
+    let answer = h1_answer(&raw);
+    assert_eq!(answer.status, 408, "{raw}");
     assert!(
         waited < Duration::from_secs(4),
         "took {waited:?} (allowance ≈ 1 s)"
     );
-    assert!(raw.to_ascii_lowercase().contains("connection: close"));
-    assert!(raw.contains(r#""error":"request_timeout""#), "{raw}");
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.json().unwrap()["error"], "request_timeout", "{raw}");
     // The upstream saw the request start, then lose its body: never a complete request.
     assert!(upstream_saw(&up, 1).await, "upstream never saw the request");
     let seen = up.last().unwrap();
@@ -124,8 +126,9 @@ async fn a_steady_upload_slower_than_the_timeout_but_above_the_minimum_rate_comp
         stream.write_all(&[b'x'; 1024]).await.unwrap();
     }
     let raw = read_until_close(&mut stream, Duration::from_secs(2)).await;
-    assert!(raw.starts_with("HTTP/1.1 200"), "{}", head_of(&raw));
-    assert!(raw.contains(r#""body_len":8192"#), "{raw}");
+    let answer = h1_answer(&raw);
+    assert_eq!(answer.status, 200, "{raw}");
+    assert_eq!(answer.json().unwrap()["body_len"], 8192, "{raw}");
 }
 
 #[tokio::test]
@@ -139,8 +142,9 @@ async fn a_login_body_that_stalls_gets_408() {
             Duration::from_secs(5),
         )
         .await;
-    assert!(raw.starts_with("HTTP/1.1 408"), "{}", head_of(&raw));
-    assert!(raw.to_ascii_lowercase().contains("cache-control: no-store"));
+    let answer = h1_answer(&raw);
+    assert_eq!(answer.status, 408, "{raw}");
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,8 +161,9 @@ async fn a_declared_length_over_the_cap_is_refused_before_the_upstream_is_contac
             Duration::from_secs(2),
         )
         .await;
-    assert!(raw.starts_with("HTTP/1.1 413"), "{}", head_of(&raw));
-    assert!(raw.to_ascii_lowercase().contains("connection: close"));
+    let answer = h1_answer(&raw);
+    assert_eq!(answer.status, 413, "{raw}");
+    assert_eq!(answer.header("connection"), Some("close"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(up.connections(), 0, "the upstream was contacted");
 }
@@ -195,7 +200,7 @@ async fn a_chunked_body_crossing_the_cap_gets_413_and_never_reaches_the_upstream
     }
     stream.write_all(b"0\r\n\r\n").await.unwrap();
     let raw = read_until_close(&mut stream, Duration::from_secs(2)).await;
-    assert!(raw.starts_with("HTTP/1.1 413"), "{}", head_of(&raw));
+    assert_eq!(h1_answer(&raw).status, 413, "{raw}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(up.seen().iter().all(|s| s.body_error && s.body_len <= 1024));
 }
