@@ -234,14 +234,11 @@ fn granted_scopes(
 /// deadline; repeated parameters are refused (RFC 6749 §3.1).
 async fn read_form(request: Request<Incoming>, limits: &Limits) -> Result<LoginForm, Failure> {
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_LOGIN_BODY as u64) {
-        return Err(Failure::PayloadTooLarge);
-    }
+    let limits = BodyLimits {
+        max_size: Some(MAX_LOGIN_BODY as u64),
+        ..BodyLimits::from_config(limits)
+    };
+    limits.check_declared(&body)?;
     let media_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -254,10 +251,6 @@ async fn read_form(request: Request<Incoming>, limits: &Limits) -> Result<LoginF
                 .to_ascii_lowercase()
         })
         .unwrap_or_default();
-    let limits = BodyLimits {
-        max_size: Some(MAX_LOGIN_BODY as u64),
-        ..BodyLimits::from_config(limits)
-    };
     let bytes = GuardedBody::new(body, limits)
         .collect()
         .await
