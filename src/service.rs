@@ -96,6 +96,7 @@ async fn pipeline<'s>(
         .routes
         .find(request.method(), &host, path)
         .ok_or(Failure::NotFound)?;
+    // `host` may borrow the request, which is moved below.
     drop(host);
     record.route = &route.id;
     let identity = decide(shared, snapshot, route, request.headers())?;
