@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{lint, reload, Config, LogFormat};
+use crate::log_sink::{self, LogSink, LogSinkGuard};
 use crate::routes::Access;
 use crate::state::{Shared, Snapshot};
 
@@ -79,17 +80,19 @@ fn load_or_report(path: &Path) -> Option<Config> {
 
 /// Logs go through a dedicated writer thread so serving threads never block on stderr; the
 /// returned guard flushes it on exit.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_tracing(format: LogFormat) -> Option<LogSinkGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(64 * 1024)
-        // Buffered: the writer thread flushes once per batch it drains, so under load many
-        // lines share one write(2) instead of one each.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    // Buffered: the writer thread flushes once per batch it drains, so under load many
+    // lines share one write(2) instead of one each.
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = match LogSink::start(log_sink::DEFAULT_LIMIT_BYTES, stderr) {
+        Ok(pair) => pair,
+        Err(err) => {
+            eprintln!("error: cannot start the log writer: {err}");
+            return None;
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -98,7 +101,7 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
-    guard
+    Some(guard)
 }
 
 fn run(path: &Path) -> ExitCode {

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Upstream;
 use crate::error::Failure;
@@ -82,22 +82,4 @@ fn classify(err: &hyper_util::client::legacy::Error) -> Failure {
     }
     tracing::debug!(error = %err, "upstream request failed");
     Failure::UpstreamUnavailable
-}
-
-/// After both sides agreed to switch protocols, copy bytes both ways until either closes.
-pub fn tunnel(client_side: hyper::upgrade::OnUpgrade, upstream_side: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
-            Ok(pair) => pair,
-            Err(err) => {
-                tracing::debug!(error = %err, "upgrade failed");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(error = %err, "upgrade tunnel closed with an error");
-        }
-    });
 }
