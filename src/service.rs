@@ -302,7 +302,7 @@ fn build_upstream_request(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let peer_trusted = snapshot.config.is_trusted_proxy(conn.peer.ip());
-    let incoming_chain = headers::joined_forwarded_for(&parts.headers);
+    let xff = headers::forwarded_for(&parts.headers, conn.peer.ip(), peer_trusted);
     let authorization = parts.headers.remove(header::AUTHORIZATION);
 
     headers::strip_request(&mut parts.headers);
@@ -312,7 +312,6 @@ fn build_upstream_request(
         h.insert(header::HOST, host.clone());
         h.insert(FORWARDED_HOST, host.clone());
     }
-    let xff = headers::forwarded_for(incoming_chain.as_deref(), conn.peer.ip(), peer_trusted);
     h.insert(
         FORWARDED_FOR,
         HeaderValue::from_str(&xff).map_err(|_| Failure::Internal)?,
