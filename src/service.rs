@@ -328,10 +328,10 @@ fn build_upstream_request(
             h.insert(FORWARDED_SCOPES, scopes);
         }
     }
-    if upstream.pass_token {
-        if let Some(authorization) = authorization {
-            h.insert(header::AUTHORIZATION, authorization);
-        }
+    // Only the credential the gateway accepted: on a public route a revoked, expired or forged
+    // token (or any non-bearer credential) was ignored, so it must not reach the upstream.
+    if let (true, Some(_), Some(authorization)) = (upstream.pass_token, identity, authorization) {
+        h.insert(header::AUTHORIZATION, authorization);
     }
     if websocket {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
