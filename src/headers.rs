@@ -8,7 +8,7 @@
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue};
 
 /// The identity headers the upstream may trust.
 pub const FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
@@ -211,6 +211,23 @@ fn parse_hop(entry: &[u8]) -> Option<IpAddr> {
 /// A TCP port in decimal.
 fn is_port(text: &str) -> bool {
     text.bytes().all(|b| b.is_ascii_digit()) && text.parse::<u16>().is_ok()
+}
+
+/// Join several `cookie` fields into one with `; ` (RFC 9113 §8.2.3): an HTTP/2 client may
+/// split its cookies, but an HTTP/1.1 message carries at most one `Cookie` line.
+pub fn join_cookie_fields(headers: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return Ok(());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    let joined = HeaderValue::from_bytes(&joined)?;
+    headers.insert(header::COOKIE, joined);
+    Ok(())
 }
 
 /// The client's `X-Request-Id` when it is a sane token, otherwise a fresh one.
@@ -421,6 +438,22 @@ mod tests {
             client_address(&h, ip("10.0.0.1"), |ip| ip.to_string().starts_with("10.")),
             ip("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one_in_order() {
+        let mut h = map(&[("cookie", "a=1"), ("accept", "x"), ("cookie", "b=2; c=3")]);
+        join_cookie_fields(&mut h).unwrap();
+        let cookies: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(cookies, vec!["a=1; b=2; c=3"]);
+        assert!(h.contains_key("accept"));
+
+        let mut single = map(&[("cookie", "a=1")]);
+        join_cookie_fields(&mut single).unwrap();
+        assert_eq!(single.get_all("cookie").iter().count(), 1);
+        let mut none = map(&[("accept", "x")]);
+        join_cookie_fields(&mut none).unwrap();
+        assert!(!none.contains_key("cookie"));
     }
 
     #[test]

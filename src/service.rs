@@ -353,6 +353,9 @@ fn build_upstream_request(
         UpstreamTarget::Echo => Uri::from(path_and_query),
     };
     // Upstreams speak HTTP/1.1; the client's h2 framing ends at the gateway.
+    if parts.version >= Version::HTTP_2 {
+        headers::join_cookie_fields(&mut parts.headers).map_err(|_| Failure::Internal)?;
+    }
     parts.version = Version::HTTP_11;
     Ok(Request::from_parts(parts, body))
 }

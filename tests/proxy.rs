@@ -526,3 +526,27 @@ async fn headers_trickled_slower_than_the_header_read_timeout_are_cut_off() {
     );
     assert_eq!(up.count(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// SPEC "Forwarding": HTTP/2 cookies (RFC 9113 §8.2.3)
+
+#[tokio::test]
+async fn several_http2_cookie_fields_reach_the_upstream_as_one_cookie_header() {
+    let (up, gw) = fixture().await;
+    let cookies = [("cookie", "a=1"), ("cookie", "b=2")];
+    let reply = gw.h2().get("/public/cookies", &cookies).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = up.last().expect("upstream saw the request");
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(seen.all("cookie"), vec!["a=1; b=2"]);
+
+    // A single field passes unchanged.
+    let reply = gw.h2().get("/public/cookies", &[("cookie", "a=1")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(up.last().unwrap().all("cookie"), vec!["a=1"]);
+
+    // HTTP/1.1 requests are forwarded as sent.
+    let reply = gw.h1().get("/public/cookies", &cookies).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(up.last().unwrap().all("cookie"), vec!["a=1", "b=2"]);
+}
