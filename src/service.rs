@@ -390,6 +390,8 @@ async fn send(
         .headers()
         .contains_key(header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut request));
+    // The Host the client used, kept on the upstream request: the origin its redirects name.
+    let client_host = request.headers().get(header::HOST).cloned();
     let started = Instant::now();
     let result = proxy::forward(upstream, request).await;
     record.upstream_latency = Some(started.elapsed());
@@ -405,6 +407,9 @@ async fn send(
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_response(&mut parts.headers);
+    if let Some(client_host) = &client_host {
+        proxy::rewrite_upstream_urls(&mut parts.headers, &upstream.target, client_host);
+    }
     Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
 }
 
