@@ -328,7 +328,7 @@ fn build_upstream_request(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let peer_trusted = snapshot.config.is_trusted_proxy(conn.peer.ip());
-    let incoming_chain = headers::joined_forwarded_for(&parts.headers);
+    let xff = headers::forwarded_for(&parts.headers, conn.peer.ip(), peer_trusted);
     let authorization = parts.headers.remove(header::AUTHORIZATION);
 
     headers::strip_request(&mut parts.headers);
@@ -338,7 +338,6 @@ fn build_upstream_request(
         h.insert(header::HOST, host.clone());
         h.insert(FORWARDED_HOST, host.clone());
     }
-    let xff = headers::forwarded_for(incoming_chain.as_deref(), conn.peer.ip(), peer_trusted);
     h.insert(
         FORWARDED_FOR,
         HeaderValue::from_str(&xff).map_err(|_| Failure::Internal)?,
@@ -355,10 +354,10 @@ fn build_upstream_request(
             h.insert(FORWARDED_SCOPES, scopes);
         }
     }
-    if upstream.pass_token {
-        if let Some(authorization) = authorization {
-            h.insert(header::AUTHORIZATION, authorization);
-        }
+    // Only the credential the gateway accepted: on a public route a revoked, expired or forged
+    // token (or any non-bearer credential) was ignored, so it must not reach the upstream.
+    if let (true, Some(_), Some(authorization)) = (upstream.pass_token, identity, authorization) {
+        h.insert(header::AUTHORIZATION, authorization);
     }
     if websocket {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -380,6 +379,9 @@ fn build_upstream_request(
         UpstreamTarget::Echo => Uri::from(path_and_query),
     };
     // Upstreams speak HTTP/1.1; the client's h2 framing ends at the gateway.
+    if parts.version >= Version::HTTP_2 {
+        headers::join_cookie_fields(&mut parts.headers).map_err(|_| Failure::Internal)?;
+    }
     parts.version = Version::HTTP_11;
     Ok(Request::from_parts(parts, body))
 }
@@ -414,6 +416,8 @@ async fn send(
         .headers()
         .contains_key(header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut request));
+    // The Host the client used, kept on the upstream request: the origin its redirects name.
+    let client_host = request.headers().get(header::HOST).cloned();
     let started = Instant::now();
     let result = proxy::forward(upstream, request).await;
     record.upstream_latency = Some(started.elapsed());
@@ -432,6 +436,9 @@ async fn send(
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_response(&mut parts.headers);
+    if let Some(client_host) = &client_host {
+        proxy::rewrite_upstream_urls(&mut parts.headers, &upstream.target, client_host);
+    }
     Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
 }
 
