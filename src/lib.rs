@@ -12,7 +12,8 @@
 //!   [`conn_activity`]: the HTTP/2 idle timeout.
 //! - [`service`]: the request pipeline; [`error`] turns every failure into a response;
 //!   [`framing`]: the raw HTTP/1 head facts hyper hides.
-//! - [`path`], [`routes`], [`authz`]: pure canonicalisation, matching and scope logic.
+//! - [`path`], [`routes`], [`authz`]: pure canonicalisation, matching and scope logic;
+//!   [`decision`]: the one decision function the server and `explain` share.
 //! - [`auth`]: tokens, password hashing, the login endpoint; [`limit`]: lockouts, revocations.
 //! - [`proxy`], [`headers`], [`echo`]: forwarding, header hygiene, the built-in echo upstream;
 //!   [`tunnel`]: upgraded (WebSocket) connections.
@@ -35,6 +36,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod conn_activity;
+pub mod decision;
 pub mod echo;
 pub mod error;
 pub mod framing;

@@ -23,6 +23,7 @@ use crate::auth::jwt::TokenError;
 use crate::auth::login;
 use crate::body::ResponseBody;
 use crate::config::{Upstream, UpstreamTarget};
+use crate::decision::{self, Destination};
 use crate::error::Failure;
 use crate::framing::RawHeads;
 use crate::headers::{
@@ -81,27 +82,25 @@ async fn pipeline<'s>(
     record: &mut AccessRecord<'s>,
 ) -> Result<Response<ResponseBody>, Failure> {
     let host = check_hygiene(&request, &conn)?;
-    let Some(path) = request_path(&request)? else {
-        record.decision = "local";
-        return Ok(options_star());
-    };
-    // The record owns the canonical path; the pipeline borrows it from there.
-    record.path = path;
+    check_target_form(&request)?;
     let config = &snapshot.config;
-    if record.path == config.login.path {
-        return login::login(shared, snapshot, conn, request, record).await;
-    }
-    if record.path == login::LOGOUT_PATH {
-        return login::logout(shared, snapshot, request, record).await;
-    }
-    let path = record.path.as_str();
-    let (_, route) = config
-        .routes
-        .find(request.method(), &host, path)
-        .ok_or(Failure::NotFound)?;
+    let routed = decision::route(config, request.method(), &host, request.uri().path())?;
     // `host` may borrow the request, which is moved below.
     drop(host);
+    // The record owns the canonical path; the pipeline borrows it from there.
+    record.path = routed.path;
+    let route = match routed.destination {
+        Destination::OptionsStar => {
+            record.decision = "local";
+            return Ok(options_star());
+        }
+        Destination::Login => return login::login(shared, snapshot, conn, request, record).await,
+        Destination::Logout => return login::logout(shared, snapshot, request, record).await,
+        Destination::NoRoute => return Err(Failure::NotFound),
+        Destination::Route { route, .. } => route,
+    };
     record.route = &route.id;
+    let path = record.path.as_str();
     let identity = decide(shared, snapshot, route, request.headers())?;
     record.decision = "allow";
     if let Some(identity) = &identity {
@@ -145,20 +144,7 @@ fn check_hygiene<'r, B>(request: &'r Request<B>, conn: &ConnInfo) -> Result<Cow<
     if let Some(heads) = &conn.heads {
         check_raw_head(heads, request)?;
     }
-    let method = request.method().as_str();
-    // nginx and gunicorn refuse these too: Django and Werkzeug uppercase the method, so
-    // `delete` would run a DELETE handler while dodging a `methods: [DELETE]` rule.
-    if method.bytes().any(|b| b.is_ascii_lowercase()) {
-        return Err(Failure::BadRequest("method must be an uppercase token"));
-    }
-    match *request.method() {
-        Method::CONNECT | Method::TRACE => {
-            return Err(Failure::MethodNotAllowed {
-                allow: ALLOWED_METHODS,
-            })
-        }
-        _ => {}
-    }
+    decision::check_method(request.method())?;
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
@@ -181,7 +167,7 @@ fn check_hygiene<'r, B>(request: &'r Request<B>, conn: &ConnInfo) -> Result<Cow<
         (Version::HTTP_10 | Version::HTTP_09, None, None) => return Ok(Cow::Borrowed("")),
         (_, None, None) => return Err(Failure::BadRequest("missing Host header")),
     };
-    routing_host(host)
+    decision::routing_host(host)
 }
 
 /// Framing facts hyper hides (SPEC "Request hygiene"): `Content-Length` with
@@ -201,78 +187,24 @@ fn check_raw_head<B>(heads: &RawHeads, request: &Request<B>) -> Result<(), Failu
     Ok(())
 }
 
-/// Methods the gateway ever forwards, for `Allow` on 405 and `OPTIONS *`.
-const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
-
-/// Validate a Host value (RFC 9110 §7.2: uri-host [":" port]) and reduce it to what route
-/// `host:` rules compare against.
-fn routing_host(host: &str) -> Result<Cow<'_, str>, Failure> {
-    const BAD: Failure = Failure::BadRequest("invalid Host header");
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let (inside, after) = rest.split_once(']').ok_or(BAD)?;
-        if inside.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(BAD);
-        }
-        (
-            &host[..inside.len() + 2],
-            after.strip_prefix(':').map(Some).unwrap_or_else(|| {
-                if after.is_empty() {
-                    None
-                } else {
-                    Some("x")
-                }
-            }),
-        )
-    } else {
-        match host.split_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (host, None),
-        }
-    };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(BAD);
-        }
-    }
-    let valid = |b: u8| {
-        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'[' | b']' | b':')
-    };
-    if name.is_empty() || !name.bytes().all(valid) {
-        return Err(BAD);
-    }
-    let name = name.trim_end_matches('.');
-    // Copy only when the client's spelling is not already the canonical one.
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        Ok(Cow::Owned(name.to_ascii_lowercase()))
-    } else {
-        Ok(Cow::Borrowed(name))
-    }
-}
-
-/// The canonical path, or `None` for `OPTIONS *`, which the gateway answers itself.
-fn request_path<B>(request: &Request<B>) -> Result<Option<String>, Failure> {
+/// HTTP/2 always carries :scheme and :authority; in HTTP/1 they mean absolute-form, which
+/// the gateway refuses (SPEC "Normalisation").
+fn check_target_form<B>(request: &Request<B>) -> Result<(), Failure> {
     let uri = request.uri();
-    // HTTP/2 always carries :scheme and :authority; in HTTP/1 they mean absolute-form.
     let is_h1 = request.version() < Version::HTTP_2;
     if is_h1 && (uri.scheme().is_some() || uri.authority().is_some()) {
         return Err(Failure::BadTarget(path::PathError::NotOriginForm));
     }
-    if uri.path() == "*" {
-        return if request.method() == Method::OPTIONS {
-            Ok(None)
-        } else {
-            Err(Failure::BadTarget(path::PathError::NotOriginForm))
-        };
-    }
-    Ok(Some(path::normalise(uri.path())?))
+    Ok(())
 }
 
 fn options_star() -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static(decision::ALLOWED_METHODS),
+    );
     response
 }
 
@@ -283,21 +215,20 @@ fn decide(
     route: &Route,
     headers: &http::HeaderMap,
 ) -> Result<Option<Arc<Identity>>, Failure> {
-    match &route.access {
-        Access::Deny => Err(Failure::Denied),
+    let identity = match &route.access {
+        Access::Deny => None,
         // A valid token on a public route still identifies the caller; an invalid one is ignored.
-        Access::Public => Ok(authenticate(shared, snapshot, headers, unix_now())
+        Access::Public => authenticate(shared, snapshot, headers, unix_now())
             .ok()
-            .flatten()),
-        Access::Scopes(requirement) => {
-            let identity = authenticate(shared, snapshot, headers, unix_now())?
-                .ok_or(Failure::MissingToken)?;
-            requirement
-                .check(&identity.granted, &snapshot.config.vocabulary)
-                .map_err(|needed| Failure::InsufficientScope { needed })?;
-            Ok(Some(identity))
-        }
-    }
+            .flatten(),
+        Access::Scopes(_) => authenticate(shared, snapshot, headers, unix_now())?,
+    };
+    decision::authorise(
+        &snapshot.config,
+        route,
+        identity.as_ref().map(|identity| &identity.granted),
+    )?;
+    Ok(identity)
 }
 
 /// Seconds since the Unix epoch (token times).
@@ -440,27 +371,4 @@ async fn send(
         proxy::rewrite_upstream_urls(&mut parts.headers, &upstream.target, client_host);
     }
     Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routing_host_normalises_and_rejects_bad_values() {
-        assert_eq!(routing_host("GW.Test:443").ok().as_deref(), Some("gw.test"));
-        assert_eq!(routing_host("gw.test.").ok().as_deref(), Some("gw.test"));
-        assert_eq!(routing_host("[::1]:8443").ok().as_deref(), Some("[::1]"));
-        for bad in [
-            "gw.test@evil.test",
-            "gw.test:80:80",
-            "gw.test/x",
-            "gw.test:",
-            "gw test",
-            "[zz]",
-            "",
-        ] {
-            assert!(routing_host(bad).is_err(), "{bad}");
-        }
-    }
 }
