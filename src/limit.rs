@@ -4,6 +4,7 @@
 //! bounded, so neither a username spray nor a logout flood can grow memory without limit.
 //! Times are parameters so the logic is testable without sleeping.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,27 @@ pub struct LockoutPolicy {
     pub failures: u32,
     pub window: Duration,
     pub duration: Duration,
+    /// IPv6 clients are counted per network of this prefix length (1..=128), see
+    /// [`address_key`].
+    pub ipv6_prefix: u8,
+}
+
+/// The per-client lockout key for `ip`.
+///
+/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack socket reports) is the
+/// IPv4 address, so one client has one key whichever way it connects. Other IPv6 addresses
+/// are keyed by their `/ipv6_prefix` network: a single subscriber is routinely handed a
+/// whole /64 and could otherwise take a fresh address, and a fresh counter, per guess.
+pub fn address_key(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let prefix = ipv6_prefix.clamp(1, 128);
+            let mask = u128::MAX << (128 - u32::from(prefix));
+            let network = Ipv6Addr::from(u128::from(v6) & mask);
+            format!("{network}/{prefix}")
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +106,11 @@ impl Lockouts {
             entries: DashMap::new(),
             last_purge: Mutex::new(None),
         }
+    }
+
+    /// The policy this table was built with.
+    pub fn policy(&self) -> &LockoutPolicy {
+        &self.policy
     }
 
     /// If locked, `Some(retry_after)` (whole seconds, at least 1).
@@ -263,6 +290,7 @@ mod tests {
         failures: 3,
         window: Duration::from_secs(60),
         duration: Duration::from_secs(300),
+        ipv6_prefix: 64,
     };
 
     fn secs(n: u64) -> Duration {
@@ -366,6 +394,35 @@ mod tests {
         let key = "é".repeat(1000);
         l.record_failure(&key, Instant::now());
         assert!(l.entries.iter().all(|e| e.key().len() <= MAX_KEY_BYTES));
+    }
+
+    fn key(ip: &str, prefix: u8) -> String {
+        address_key(ip.parse().expect("an IP address"), prefix)
+    }
+
+    #[test]
+    fn ipv6_addresses_in_one_prefix_share_a_key() {
+        let a = key("2001:db8:1:2::1", 64);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, key("2001:db8:1:2:ffff:ffff:ffff:ffff", 64));
+        assert_ne!(a, key("2001:db8:1:3::1", 64));
+        assert_eq!(key("2001:db8:1:2::1", 48), key("2001:db8:1:ffff::1", 48));
+        assert_ne!(key("2001:db8::1", 128), key("2001:db8::2", 128));
+        assert_eq!(key("2001:db8::1", 128), "2001:db8::1/128");
+        assert_eq!(key("2001:db8::1", 1), "::/1");
+        assert_eq!(key("ffff::1", 1), "8000::/1");
+        // Out-of-range prefixes (refused by the config) are clamped, never a panic.
+        assert_eq!(key("2001:db8::1", 0), "::/1");
+        assert_eq!(key("2001:db8::1", 200), "2001:db8::1/128");
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_the_ipv4_address() {
+        assert_eq!(key("::ffff:192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7", 64), key("192.0.2.7", 64));
+        assert_ne!(key("::ffff:192.0.2.7", 64), key("::ffff:192.0.2.8", 64));
+        // Only the mapped form is IPv4; other IPv6 stays IPv6.
+        assert_eq!(key("64:ff9b::c000:207", 64), "64:ff9b::/64");
     }
 
     #[test]

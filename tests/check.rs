@@ -349,6 +349,45 @@ fn a_duration_with_an_unknown_unit_is_an_error_at_its_line() {
     );
 }
 
+/// The clean config plus a block-style `login.lockout` whose keys start at line 23.
+fn with_lockout(keys: &[&str]) -> String {
+    let mut lines = clean_lines();
+    lines.push("login:".to_owned()); // 21
+    lines.push("  lockout:".to_owned()); // 22
+    lines.extend(keys.iter().map(|k| format!("    {k}")));
+    text(&lines)
+}
+
+/// A full lockout with `ipv6_prefix: prefix` on line 26.
+fn with_ipv6_prefix(prefix: &str) -> String {
+    with_lockout(&[
+        "failures: 5",
+        "window: 15m",
+        "duration: 15m",
+        &format!("ipv6_prefix: {prefix}"),
+    ])
+}
+
+#[test]
+fn an_ipv6_lockout_prefix_between_1_and_128_is_accepted() {
+    for prefix in ["1", "48", "64", "128"] {
+        let checked = check(&with_ipv6_prefix(prefix), &["--strict"]);
+        assert_eq!(checked.code, 0, "ipv6_prefix {prefix}: {checked:?}");
+    }
+}
+
+#[test]
+fn an_ipv6_lockout_prefix_outside_1_to_128_is_an_error_at_its_line_naming_the_range() {
+    for prefix in ["0", "129", "4294967297"] {
+        let checked = check(&with_ipv6_prefix(prefix), &[]);
+        let line = assert_error_at(&checked, 26);
+        assert!(
+            line.contains("login.lockout.ipv6_prefix") && line.contains("128"),
+            "ipv6_prefix {prefix}: the message does not name the key and range: {line:?}"
+        );
+    }
+}
+
 #[test]
 fn a_secret_shorter_than_32_bytes_is_an_error_at_its_line() {
     // 31 bytes: one short of the minimum.

@@ -551,6 +551,46 @@ async fn a_spoofed_x_forwarded_for_does_not_escape_the_address_lock() {
     );
 }
 
+/// A login for `user` that claims, through the trusted loopback proxy, to come from `client`.
+async fn login_from(c: &Client, user: &str, password: &str, client: &str) -> Reply {
+    let body = form(&[("username", user), ("password", password)]);
+    post_form(c, body, &[("x-forwarded-for", client)]).await
+}
+
+#[tokio::test]
+async fn ipv6_clients_in_one_slash_64_share_an_address_lock_and_mapped_ipv4_is_ipv4() {
+    let up = Upstream::start().await;
+    // The loopback peer is a trusted proxy, so X-Forwarded-For names the client address.
+    let yaml = format!(
+        "trusted_proxies: [127.0.0.1/32]\n{}",
+        yaml_with_lockout(&up.url(), 3, "1m")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = gw.h1();
+    // Three different addresses of one /64, and three spellings of one IPv4 address.
+    let failures = [
+        ("ghost1", "2001:db8:1:2::1"),
+        ("ghost2", "2001:db8:1:2::2"),
+        ("ghost3", "2001:db8:1:2:ffff:ffff:ffff:fffe"),
+        ("ghost4", "::ffff:198.51.100.7"),
+        ("ghost5", "::ffff:198.51.100.7"),
+        ("ghost6", "198.51.100.7"),
+    ];
+    let replies =
+        join_all(failures.map(|(user, client)| login_from(&c, user, "secret123", client))).await;
+    for reply in &replies {
+        assert_oauth_error("failure", reply, 400, "invalid_grant");
+    }
+    let (same_64, mapped, other_64) = tokio::join!(
+        login_from(&c, "bob", "secret123", "2001:db8:1:2::abcd"),
+        login_from(&c, "bob", "secret123", "::ffff:198.51.100.7"),
+        login_from(&c, "alice", "secret123", "2001:db8:1:3::1"),
+    );
+    assert_eq!(same_64.status, 429, "same /64: {}", same_64.text());
+    assert_eq!(mapped.status, 429, "mapped IPv4: {}", mapped.text());
+    check_success("another /64", &other_64, "alice", &["read"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Logout
 

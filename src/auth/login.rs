@@ -18,6 +18,7 @@ use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::error::{no_store, Failure};
 use crate::headers;
+use crate::limit::address_key;
 use crate::request_body::{BodyLimits, GuardedBody};
 use crate::service::{unix_now, ConnInfo};
 use crate::state::{Shared, Snapshot};
@@ -132,7 +133,9 @@ async fn attempt(
     // Usernames are case-insensitive: `Alex` and `alex` are one identity.
     let username = username.to_ascii_lowercase();
     record.user.clone_from(&username);
-    let ip_key = client_ip.to_string();
+    // Keyed by the table's own policy (fixed for the process), so a key never changes shape
+    // under an entry that is already counting.
+    let ip_key = address_key(client_ip, shared.ip_lockouts.policy().ipv6_prefix);
     let now = Instant::now();
     let locked = shared
         .user_lockouts

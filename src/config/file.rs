@@ -92,6 +92,7 @@ pub struct LockoutFile {
     pub failures: Spanned<u64>,
     pub window: Spanned<String>,
     pub duration: Spanned<String>,
+    pub ipv6_prefix: Option<Spanned<u64>>,
 }
 
 /// `log:` — access-log format (`pretty` or `json`).

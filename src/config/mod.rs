@@ -28,6 +28,9 @@ use units::{interpolate, parse_duration, parse_size};
 
 /// Minimum HMAC secret length (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
+/// IPv6 clients are locked out per /64 unless `login.lockout.ipv6_prefix` says otherwise:
+/// the block a single subscriber is normally given (RFC 6177).
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 /// A config that cannot be used, with where it went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -503,30 +506,46 @@ impl Builder {
                 failures: 5,
                 window: Duration::from_secs(15 * 60),
                 duration: Duration::from_secs(15 * 60),
+                ipv6_prefix: DEFAULT_IPV6_PREFIX,
             },
-            Some(l) => LockoutPolicy {
-                failures: u32::try_from(l.failures.value)
-                    .ok()
-                    .filter(|f| *f > 0)
-                    .ok_or_else(|| {
-                        self.at(
-                            &l.failures,
-                            "login.lockout.failures: must be between 1 and 2^32",
-                        )
-                    })?,
-                window: self.duration(
-                    &Some(l.window.clone()),
-                    "login.lockout.window",
-                    Duration::ZERO,
-                )?,
-                duration: self.duration(
-                    &Some(l.duration.clone()),
-                    "login.lockout.duration",
-                    Duration::ZERO,
-                )?,
-            },
+            Some(l) => self.lockout(l)?,
         };
         Ok(LoginSettings { path, lockout })
+    }
+
+    fn lockout(&self, l: &file::LockoutFile) -> Result<LockoutPolicy, ConfigError> {
+        let failures = u32::try_from(l.failures.value)
+            .ok()
+            .filter(|f| *f > 0)
+            .ok_or_else(|| {
+                self.at(
+                    &l.failures,
+                    "login.lockout.failures: must be between 1 and 2^32",
+                )
+            })?;
+        let ipv6_prefix = match &l.ipv6_prefix {
+            None => DEFAULT_IPV6_PREFIX,
+            Some(v) => u8::try_from(v.value)
+                .ok()
+                .filter(|p| (1..=128).contains(p))
+                .ok_or_else(|| {
+                    self.at(v, "login.lockout.ipv6_prefix: must be between 1 and 128")
+                })?,
+        };
+        Ok(LockoutPolicy {
+            failures,
+            window: self.duration(
+                &Some(l.window.clone()),
+                "login.lockout.window",
+                Duration::ZERO,
+            )?,
+            duration: self.duration(
+                &Some(l.duration.clone()),
+                "login.lockout.duration",
+                Duration::ZERO,
+            )?,
+            ipv6_prefix,
+        })
     }
 
     fn vocabulary(
