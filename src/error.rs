@@ -53,6 +53,9 @@ pub enum Failure {
     LockedOut { retry_after_secs: u64 },
     #[error("server busy")]
     Busy,
+    /// A bounded table (e.g. login regulation) is full and cannot take this request safely.
+    #[error("at capacity")]
+    Saturated { retry_after_secs: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -74,7 +77,7 @@ impl Failure {
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::OAuth { status, .. } => *status,
             Failure::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Failure::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Busy | Failure::Saturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,7 +96,7 @@ impl Failure {
             Failure::PayloadTooLarge | Failure::RequestTimeout => "reject",
             Failure::UpstreamUnavailable | Failure::UpstreamTimeout => "upstream_error",
             Failure::OAuth { .. } | Failure::LockedOut { .. } => "login_failed",
-            Failure::Busy => "busy",
+            Failure::Busy | Failure::Saturated { .. } => "busy",
             Failure::Internal => "error",
         }
     }
@@ -140,6 +143,10 @@ impl Failure {
             Failure::Busy => (
                 "temporarily_unavailable",
                 "the server is busy; try again".to_owned(),
+            ),
+            Failure::Saturated { .. } => (
+                "temporarily_unavailable",
+                "the server is at capacity; try again later".to_owned(),
             ),
             Failure::Internal => ("server_error", "internal error".to_owned()),
         }
@@ -192,7 +199,7 @@ impl Failure {
                 // the way we think it is, or is the rest of a body nobody will read.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Failure::LockedOut { retry_after_secs } => {
+            Failure::LockedOut { retry_after_secs } | Failure::Saturated { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Failure::Busy => {
@@ -202,7 +209,10 @@ impl Failure {
         }
         if matches!(
             self,
-            Failure::OAuth { .. } | Failure::LockedOut { .. } | Failure::Busy
+            Failure::OAuth { .. }
+                | Failure::LockedOut { .. }
+                | Failure::Busy
+                | Failure::Saturated { .. }
         ) {
             no_store(headers);
         }

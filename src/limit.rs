@@ -5,7 +5,7 @@
 //! Times are parameters so the logic is testable without sleeping.
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -64,21 +64,42 @@ impl Entry {
     fn expired(&self, policy: &LockoutPolicy, now: Instant) -> bool {
         self.lock_left(now).is_none() && now >= self.window_start + policy.window
     }
+
+    /// When this entry will have expired, if nothing more happens to it.
+    fn expires_at(&self, policy: &LockoutPolicy) -> Instant {
+        let window_end = self.window_start + policy.window;
+        self.locked_until
+            .map_or(window_end, |until| until.max(window_end))
+    }
+}
+
+/// Why a login may not go ahead. Both are answered before any password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key is locked; retry after this (whole seconds, at least 1).
+    Locked(Duration),
+    /// The key is not tracked yet and the table is full of live entries, so a failure could
+    /// not be counted; retry after this, when the first entry is due to expire.
+    Full(Duration),
 }
 
 /// Counts failed logins per key with expiry and a size bound.
 ///
-/// Use one instance for usernames and another for client IPs (IPv6 keyed by /64), so a
-/// spray of usernames cannot crowd out per-IP tracking. When full (after purging expired
-/// entries) a *new* key is not tracked: existing entries, and so existing locks, are never
-/// evicted, so filling the table cannot unlock anyone; the untracked key is reported as not
-/// locked, and the per-IP table still counts the attacker's failures.
+/// Use one instance for usernames and another for client addresses (see [`address_key`]),
+/// so a spray of usernames cannot crowd out per-address tracking. Existing entries, and so
+/// existing locks, are never evicted: filling the table cannot unlock anyone. When it is
+/// full (after purging expired entries) a login for a key it does not track yet is refused
+/// ([`Refusal::Full`]) rather than let through uncounted: a flood of junk keys can then
+/// deny logins to new keys until entries expire, but never open unlimited guessing.
 #[derive(Debug)]
 pub struct Lockouts {
     policy: LockoutPolicy,
     max_keys: usize,
     entries: DashMap<String, Entry>,
     last_purge: Mutex<Option<Instant>>,
+    /// When the soonest entry left by the last purge expires: the `Retry-After` of a
+    /// [`Refusal::Full`].
+    room_at: Mutex<Option<Instant>>,
 }
 
 /// Whole seconds, rounded up, at least 1: for a `Retry-After` header.
@@ -105,6 +126,7 @@ impl Lockouts {
             max_keys,
             entries: DashMap::new(),
             last_purge: Mutex::new(None),
+            room_at: Mutex::new(None),
         }
     }
 
@@ -121,31 +143,51 @@ impl Lockouts {
             .map(retry_after)
     }
 
-    /// Record a failure; `Some(retry_after)` if the key is now locked.
+    /// Whether a login for `key` may go ahead: not while the key is locked, and not while
+    /// a failure for it could not be counted because the table is full.
+    pub fn admit(&self, key: &str, now: Instant) -> Result<(), Refusal> {
+        if let Some(entry) = self.entries.get(bounded(key)) {
+            return match entry.lock_left(now) {
+                Some(left) => Err(Refusal::Locked(retry_after(left))),
+                None => Ok(()),
+            };
+        }
+        self.room_for_new_key(now)
+    }
+
+    /// Record a failure; `Ok(Some(retry_after))` if the key is now locked.
     ///
     /// The window starts at the first failure and resets once it elapses (or once a lock
     /// has run out); reaching `failures` within it locks the key for `duration`. Failures
     /// during an active lock return the remaining time but do not extend it, so an
     /// attacker cannot keep a victim locked any longer than by retrying after expiry.
-    /// A zero `duration` disables locking.
-    pub fn record_failure(&self, key: &str, now: Instant) -> Option<Duration> {
+    /// A zero `duration` disables locking. A new key is refused when the table is full.
+    pub fn record_failure(&self, key: &str, now: Instant) -> Result<Option<Duration>, Refusal> {
         let key = bounded(key);
         if let Some(mut entry) = self.entries.get_mut(key) {
-            return self.fail(&mut entry, now);
+            return Ok(self.fail(&mut entry, now));
         }
-        if self.entries.len() >= self.max_keys {
-            self.purge_throttled(now);
-            if self.entries.len() >= self.max_keys {
-                return None;
-            }
-        }
+        self.room_for_new_key(now)?;
         // Only now take the shard lock (`len` above reads every shard).
         let mut entry = self.entries.entry(key.to_owned()).or_insert(Entry {
             window_start: now,
             failures: 0,
             locked_until: None,
         });
-        self.fail(&mut entry, now)
+        Ok(self.fail(&mut entry, now))
+    }
+
+    fn room_for_new_key(&self, now: Instant) -> Result<(), Refusal> {
+        if self.entries.len() < self.max_keys {
+            return Ok(());
+        }
+        self.purge_throttled(now);
+        if self.entries.len() < self.max_keys {
+            return Ok(());
+        }
+        let room_at = *self.room_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let wait = room_at.map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
+        Err(Refusal::Full(retry_after(wait)))
     }
 
     fn fail(&self, e: &mut Entry, now: Instant) -> Option<Duration> {
@@ -179,9 +221,18 @@ impl Lockouts {
         }
     }
 
-    /// Drop entries whose window and lock are both over.
+    /// Drop entries whose window and lock are both over; note when the next one will be.
     pub fn purge_expired(&self, now: Instant) {
-        self.entries.retain(|_, e| !e.expired(&self.policy, now));
+        let mut soonest: Option<Instant> = None;
+        self.entries.retain(|_, e| {
+            if e.expired(&self.policy, now) {
+                return false;
+            }
+            let at = e.expires_at(&self.policy);
+            soonest = Some(soonest.map_or(at, |s| s.min(at)));
+            true
+        });
+        *self.room_at.lock().unwrap_or_else(PoisonError::into_inner) = soonest;
     }
 
     fn purge_throttled(&self, now: Instant) {
@@ -301,10 +352,10 @@ mod tests {
     fn locks_after_n_failures_and_expires() {
         let l = Lockouts::new(POLICY, 10);
         let t0 = Instant::now();
-        assert_eq!(l.record_failure("alice", t0), None);
-        assert_eq!(l.record_failure("alice", t0 + secs(1)), None);
+        assert_eq!(l.record_failure("alice", t0), Ok(None));
+        assert_eq!(l.record_failure("alice", t0 + secs(1)), Ok(None));
         assert_eq!(l.locked("alice", t0 + secs(1)), None);
-        assert_eq!(l.record_failure("alice", t0 + secs(2)), Some(secs(300)));
+        assert_eq!(l.record_failure("alice", t0 + secs(2)), Ok(Some(secs(300))));
         assert_eq!(l.locked("alice", t0 + secs(2)), Some(secs(300)));
         assert_eq!(
             l.locked("alice", t0 + secs(2) + Duration::from_millis(1500)),
@@ -312,11 +363,14 @@ mod tests {
         );
         assert_eq!(l.locked("bob", t0 + secs(2)), None);
         // A failure during the lock does not extend it.
-        assert_eq!(l.record_failure("alice", t0 + secs(100)), Some(secs(202)));
+        assert_eq!(
+            l.record_failure("alice", t0 + secs(100)),
+            Ok(Some(secs(202)))
+        );
         assert_eq!(l.locked("alice", t0 + secs(301)), Some(secs(1)));
         assert_eq!(l.locked("alice", t0 + secs(302)), None);
         // After expiry the count starts afresh.
-        assert_eq!(l.record_failure("alice", t0 + secs(303)), None);
+        assert_eq!(l.record_failure("alice", t0 + secs(303)), Ok(None));
         assert_eq!(l.locked("alice", t0 + secs(303)), None);
     }
 
@@ -324,24 +378,24 @@ mod tests {
     fn window_resets() {
         let l = Lockouts::new(POLICY, 10);
         let t0 = Instant::now();
-        l.record_failure("k", t0);
-        l.record_failure("k", t0 + secs(59));
-        assert_eq!(l.record_failure("k", t0 + secs(60)), None); // new window: count 1
-        assert_eq!(l.record_failure("k", t0 + secs(61)), None);
-        assert!(l.record_failure("k", t0 + secs(62)).is_some());
+        let _ = l.record_failure("k", t0);
+        let _ = l.record_failure("k", t0 + secs(59));
+        assert_eq!(l.record_failure("k", t0 + secs(60)), Ok(None)); // new window: count 1
+        assert_eq!(l.record_failure("k", t0 + secs(61)), Ok(None));
+        assert!(matches!(l.record_failure("k", t0 + secs(62)), Ok(Some(_))));
     }
 
     #[test]
     fn success_clears_counter_but_not_lock() {
         let l = Lockouts::new(POLICY, 10);
         let t0 = Instant::now();
-        l.record_failure("k", t0);
-        l.record_failure("k", t0);
+        let _ = l.record_failure("k", t0);
+        let _ = l.record_failure("k", t0);
         l.record_success("k");
         assert_eq!(l.len(), 0);
-        assert_eq!(l.record_failure("k", t0), None);
-        l.record_failure("k", t0);
-        assert!(l.record_failure("k", t0).is_some());
+        assert_eq!(l.record_failure("k", t0), Ok(None));
+        let _ = l.record_failure("k", t0);
+        assert!(matches!(l.record_failure("k", t0), Ok(Some(_))));
         l.record_success("k");
         assert!(l.locked("k", t0).is_some());
     }
@@ -357,7 +411,7 @@ mod tests {
             10,
         );
         let t0 = Instant::now();
-        assert_eq!(l.record_failure("k", t0), None);
+        assert_eq!(l.record_failure("k", t0), Ok(None));
         assert_eq!(l.locked("k", t0), None);
     }
 
@@ -368,9 +422,11 @@ mod tests {
         let mut rng = rand::rng();
         for _ in 0..200_000 {
             let key = format!("{:016x}", rng.random::<u64>());
-            l.record_failure(&key, t0);
+            let _ = l.record_failure(&key, t0);
         }
         assert_eq!(l.len(), 100_000);
+        // A new key is refused, not silently left uncounted.
+        assert!(matches!(l.record_failure("new", t0), Err(Refusal::Full(_))));
         // Existing keys still count and lock while full.
         let known = l
             .entries
@@ -378,10 +434,10 @@ mod tests {
             .next()
             .map(|e| e.key().clone())
             .expect("a key");
-        l.record_failure(&known, t0);
-        assert!(l.record_failure(&known, t0).is_some());
+        let _ = l.record_failure(&known, t0);
+        assert!(matches!(l.record_failure(&known, t0), Ok(Some(_))));
         // Once windows elapse, a new key triggers a purge and is tracked.
-        l.record_failure("late", t0 + secs(61));
+        let _ = l.record_failure("late", t0 + secs(61));
         assert!(l.len() <= 2);
         assert!(l.entries.contains_key("late"));
         l.purge_expired(t0 + secs(400));
@@ -389,10 +445,35 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_refuses_new_keys_until_an_entry_expires_and_still_counts_old_ones() {
+        let l = Lockouts::new(POLICY, 2);
+        let t0 = Instant::now();
+        assert_eq!(l.record_failure("a", t0), Ok(None));
+        assert_eq!(l.record_failure("b", t0 + secs(10)), Ok(None));
+        // `a`'s window (60 s) ends first.
+        assert_eq!(l.admit("c", t0 + secs(20)), Err(Refusal::Full(secs(40))));
+        assert_eq!(
+            l.record_failure("c", t0 + secs(20)),
+            Err(Refusal::Full(secs(40)))
+        );
+        assert_eq!(l.len(), 2);
+        // Tracked keys are admitted, and still count and lock.
+        assert_eq!(l.admit("a", t0 + secs(21)), Ok(()));
+        assert_eq!(l.record_failure("a", t0 + secs(21)), Ok(None));
+        assert_eq!(l.record_failure("a", t0 + secs(22)), Ok(Some(secs(300))));
+        assert_eq!(l.admit("a", t0 + secs(22)), Err(Refusal::Locked(secs(300))));
+        // `a` is now held by its lock: the next room is `b`'s, at t0 + 70 s.
+        assert_eq!(l.admit("c", t0 + secs(61)), Err(Refusal::Full(secs(9))));
+        assert_eq!(l.admit("c", t0 + secs(70)), Ok(()));
+        assert_eq!(l.record_failure("c", t0 + secs(70)), Ok(None));
+        assert!(l.entries.contains_key("a") && l.entries.contains_key("c"));
+    }
+
+    #[test]
     fn long_keys_are_bounded() {
         let l = Lockouts::new(POLICY, 10);
         let key = "é".repeat(1000);
-        l.record_failure(&key, Instant::now());
+        let _ = l.record_failure(&key, Instant::now());
         assert!(l.entries.iter().all(|e| e.key().len() <= MAX_KEY_BYTES));
     }
 

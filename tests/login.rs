@@ -591,6 +591,80 @@ async fn ipv6_clients_in_one_slash_64_share_an_address_lock_and_mapped_ipv4_is_i
     check_success("another /64", &other_64, "alice", &["read"]);
 }
 
+/// Fill `table` with live filler keys until it takes no more; returns how many it holds.
+fn fill(table: &portcullis::limit::Lockouts) -> usize {
+    let now = tokio::time::Instant::now();
+    for i in 0..10_000_000u64 {
+        let before = table.len();
+        let _ = table.record_failure(&format!("filler-{i}"), now);
+        if table.len() == before {
+            return before;
+        }
+    }
+    panic!("the lockout table never filled up");
+}
+
+fn retry_after(label: &str, reply: &Reply) -> u64 {
+    reply
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("{label}: no Retry-After"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{label}: Retry-After is not a number of seconds"))
+}
+
+#[tokio::test]
+async fn a_full_username_table_refuses_logins_for_untracked_names_with_503_and_retry_after() {
+    let up = Upstream::start().await;
+    let yaml = format!(
+        "trusted_proxies: [127.0.0.1/32]\n{}",
+        yaml_with_lockout(&up.url(), 3, "1m")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let held = fill(&gw.shared.user_lockouts);
+    let c = gw.h1();
+    // Wrong guesses for alice from fresh addresses (so only the username could stop them),
+    // then the right password: a full table must not mean "no longer counted".
+    for i in 0..4 {
+        let reply = login_from(
+            &c,
+            "alice",
+            &format!("wrong{i}"),
+            &format!("198.51.100.{i}"),
+        )
+        .await;
+        assert_oauth_error(
+            &format!("guess {i}"),
+            &reply,
+            503,
+            "temporarily_unavailable",
+        );
+        let retry = retry_after("full table", &reply);
+        assert!(
+            (1..=60).contains(&retry),
+            "Retry-After {retry} (windows end within 1m)"
+        );
+    }
+    let reply = login_from(&c, "alice", "secret123", "198.51.100.9").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(!reply.text().contains("access_token"));
+    // Keys already tracked still count and lock while the table is full.
+    let filler = "filler-0";
+    let _ = gw
+        .shared
+        .user_lockouts
+        .record_failure(filler, tokio::time::Instant::now());
+    let _ = gw
+        .shared
+        .user_lockouts
+        .record_failure(filler, tokio::time::Instant::now());
+    assert!(gw
+        .shared
+        .user_lockouts
+        .locked(filler, tokio::time::Instant::now())
+        .is_some());
+    assert_eq!(gw.shared.user_lockouts.len(), held, "the bound holds");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Logout
 

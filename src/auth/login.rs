@@ -18,7 +18,7 @@ use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::error::{no_store, Failure};
 use crate::headers;
-use crate::limit::address_key;
+use crate::limit::{address_key, Refusal};
 use crate::request_body::{BodyLimits, GuardedBody};
 use crate::service::{unix_now, ConnInfo};
 use crate::state::{Shared, Snapshot};
@@ -75,12 +75,16 @@ pub async fn login(
         Ok(_) => "success",
         Err(Failure::LockedOut { .. }) => "locked",
         Err(Failure::Busy) => "busy",
+        Err(Failure::Saturated { .. }) => "saturated",
         Err(Failure::OAuth { error, .. }) => error,
         Err(Failure::PayloadTooLarge) => "too_large",
         Err(_) => "error",
     };
     shared.metrics.login(outcome);
-    if matches!(result, Err(Failure::LockedOut { .. } | Failure::Busy)) {
+    if matches!(
+        result,
+        Err(Failure::LockedOut { .. } | Failure::Busy | Failure::Saturated { .. })
+    ) {
         tokio::time::sleep(REFUSAL_HOLD).await;
     }
     // Every answer of the token endpoint is uncacheable (RFC 6749 §5.1), errors included.
@@ -137,15 +141,11 @@ async fn attempt(
     // under an entry that is already counting.
     let ip_key = address_key(client_ip, shared.ip_lockouts.policy().ipv6_prefix);
     let now = Instant::now();
-    let locked = shared
+    shared
         .user_lockouts
-        .locked(&username, now)
-        .or_else(|| shared.ip_lockouts.locked(&ip_key, now));
-    if let Some(retry) = locked {
-        return Err(Failure::LockedOut {
-            retry_after_secs: retry.as_secs().max(1),
-        });
-    }
+        .admit(&username, now)
+        .and_then(|()| shared.ip_lockouts.admit(&ip_key, now))
+        .map_err(refused)?;
     let user = config.users.get(&username);
     let verified = shared
         .passwords
@@ -185,10 +185,25 @@ async fn attempt(
     Ok(response)
 }
 
+/// What a login refused before any hashing is answered with.
+fn refused(refusal: Refusal) -> Failure {
+    match refusal {
+        Refusal::Locked(retry) => Failure::LockedOut {
+            retry_after_secs: retry.as_secs().max(1),
+        },
+        Refusal::Full(retry) => Failure::Saturated {
+            retry_after_secs: retry.as_secs().max(1),
+        },
+    }
+}
+
 fn record_failure(shared: &Shared, username: &str, ip_key: &str) {
     let now = Instant::now();
-    let user_locked = shared.user_lockouts.record_failure(username, now).is_some();
-    let ip_locked = shared.ip_lockouts.record_failure(ip_key, now).is_some();
+    let user_locked = matches!(
+        shared.user_lockouts.record_failure(username, now),
+        Ok(Some(_))
+    );
+    let ip_locked = matches!(shared.ip_lockouts.record_failure(ip_key, now), Ok(Some(_)));
     for (locked, kind) in [(user_locked, "username"), (ip_locked, "address")] {
         if locked {
             shared.metrics.lockout();
