@@ -17,6 +17,9 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// A full table is swept at most this often, so a flood of new keys cannot make every
 /// failed login pay for a full scan.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+/// `Retry-After` for an attempt refused because earlier ones are still being checked:
+/// they settle within a hash or two.
+const SETTLING: Duration = Duration::from_secs(1);
 
 /// How many failures within `window` lock a key, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +54,37 @@ pub fn address_key(ip: IpAddr, ipv6_prefix: u8) -> String {
 struct Entry {
     window_start: Instant,
     failures: u32,
+    /// Attempts admitted and still being checked: they hold a place below the threshold
+    /// until settled, so concurrent guesses cannot all start before the first one fails.
+    in_flight: u32,
     locked_until: Option<Instant>,
 }
 
 impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            window_start: now,
+            failures: 0,
+            in_flight: 0,
+            locked_until: None,
+        }
+    }
+
+    /// Start counting afresh once the window has elapsed or a lock has run out (call only
+    /// when not locked). Attempts in flight stay counted.
+    fn roll(&mut self, policy: &LockoutPolicy, now: Instant) {
+        if self.locked_until.is_some() || now >= self.window_start + policy.window {
+            self.window_start = now;
+            self.failures = 0;
+            self.locked_until = None;
+        }
+    }
+
+    /// Nothing worth remembering.
+    fn idle(&self) -> bool {
+        self.in_flight == 0 && self.failures == 0 && self.locked_until.is_none()
+    }
+
     fn lock_left(&self, now: Instant) -> Option<Duration> {
         self.locked_until
             .filter(|until| *until > now)
@@ -62,11 +92,17 @@ impl Entry {
     }
 
     fn expired(&self, policy: &LockoutPolicy, now: Instant) -> bool {
-        self.lock_left(now).is_none() && now >= self.window_start + policy.window
+        self.in_flight == 0
+            && self.lock_left(now).is_none()
+            && now >= self.window_start + policy.window
     }
 
-    /// When this entry will have expired, if nothing more happens to it.
-    fn expires_at(&self, policy: &LockoutPolicy) -> Instant {
+    /// When this entry will have expired, if nothing more happens to it (an attempt in
+    /// flight may free it at any moment).
+    fn expires_at(&self, policy: &LockoutPolicy, now: Instant) -> Instant {
+        if self.in_flight > 0 {
+            return now;
+        }
         let window_end = self.window_start + policy.window;
         self.locked_until
             .map_or(window_end, |until| until.max(window_end))
@@ -143,16 +179,53 @@ impl Lockouts {
             .map(retry_after)
     }
 
-    /// Whether a login for `key` may go ahead: not while the key is locked, and not while
-    /// a failure for it could not be counted because the table is full.
-    pub fn admit(&self, key: &str, now: Instant) -> Result<(), Refusal> {
-        if let Some(entry) = self.entries.get(bounded(key)) {
-            return match entry.lock_left(now) {
-                Some(left) => Err(Refusal::Locked(retry_after(left))),
-                None => Ok(()),
-            };
+    /// Count a login attempt against `key` before its password is checked; settle it with
+    /// [`Attempt::failed`] or [`Attempt::succeeded`].
+    ///
+    /// Refused while the key is locked, while the failures so far plus the attempts still
+    /// being checked reach the threshold (were those all wrong, the key would lock, so no
+    /// further guess may start until they settle), and for a new key when the table is full.
+    pub fn begin(&self, key: &str, now: Instant) -> Result<Attempt<'_>, Refusal> {
+        let key = bounded(key);
+        if let Some(mut entry) = self.entries.get_mut(key) {
+            self.take_slot(&mut entry, now)?;
+        } else {
+            self.room_for_new_key(now)?;
+            let mut entry = self
+                .entries
+                .entry(key.to_owned())
+                .or_insert_with(|| Entry::new(now));
+            self.take_slot(&mut entry, now)?;
         }
-        self.room_for_new_key(now)
+        Ok(Attempt {
+            table: self,
+            key: key.to_owned(),
+            settled: false,
+        })
+    }
+
+    fn take_slot(&self, e: &mut Entry, now: Instant) -> Result<(), Refusal> {
+        if let Some(left) = e.lock_left(now) {
+            return Err(Refusal::Locked(retry_after(left)));
+        }
+        e.roll(&self.policy, now);
+        let locking = !self.policy.duration.is_zero();
+        if locking && e.failures.saturating_add(e.in_flight) >= self.policy.failures {
+            return Err(Refusal::Locked(SETTLING));
+        }
+        e.in_flight += 1;
+        Ok(())
+    }
+
+    /// Give an attempt's place back; forget the key if nothing else holds it. Returns the
+    /// lock left on the key, if any.
+    fn release(&self, key: &str, now: Instant) -> Option<Duration> {
+        let left = self.entries.get_mut(key).and_then(|mut e| {
+            e.in_flight = e.in_flight.saturating_sub(1);
+            e.lock_left(now)
+        });
+        self.entries.remove_if(key, |_, e| e.idle());
+        left
     }
 
     /// Record a failure; `Ok(Some(retry_after))` if the key is now locked.
@@ -169,11 +242,10 @@ impl Lockouts {
         }
         self.room_for_new_key(now)?;
         // Only now take the shard lock (`len` above reads every shard).
-        let mut entry = self.entries.entry(key.to_owned()).or_insert(Entry {
-            window_start: now,
-            failures: 0,
-            locked_until: None,
-        });
+        let mut entry = self
+            .entries
+            .entry(key.to_owned())
+            .or_insert_with(|| Entry::new(now));
         Ok(self.fail(&mut entry, now))
     }
 
@@ -194,13 +266,7 @@ impl Lockouts {
         if let Some(left) = e.lock_left(now) {
             return Some(retry_after(left));
         }
-        if e.locked_until.is_some() || now >= e.window_start + self.policy.window {
-            *e = Entry {
-                window_start: now,
-                failures: 0,
-                locked_until: None,
-            };
-        }
+        e.roll(&self.policy, now);
         e.failures = e.failures.saturating_add(1);
         if e.failures >= self.policy.failures && !self.policy.duration.is_zero() {
             e.locked_until = Some(now + self.policy.duration);
@@ -215,10 +281,10 @@ impl Lockouts {
     /// this for the username key only.
     pub fn record_success(&self, key: &str) {
         let key = bounded(key);
-        self.entries.remove_if(key, |_, e| e.locked_until.is_none());
         if let Some(mut e) = self.entries.get_mut(key) {
             e.failures = 0;
         }
+        self.entries.remove_if(key, |_, e| e.idle());
     }
 
     /// Drop entries whose window and lock are both over; note when the next one will be.
@@ -228,7 +294,7 @@ impl Lockouts {
             if e.expired(&self.policy, now) {
                 return false;
             }
-            let at = e.expires_at(&self.policy);
+            let at = e.expires_at(&self.policy, now);
             soonest = Some(soonest.map_or(at, |s| s.min(at)));
             true
         });
@@ -253,6 +319,51 @@ impl Lockouts {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// A login attempt counted against one key of one table while its password is checked.
+///
+/// Dropped unsettled (the check could not run, or the client went away before any answer)
+/// it is refunded: nothing was learned about the password.
+#[derive(Debug)]
+#[must_use = "an attempt holds its place until settled or dropped"]
+pub struct Attempt<'a> {
+    table: &'a Lockouts,
+    key: String,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong: count the failure. `Some(retry_after)` if the key is locked.
+    pub fn failed(mut self, now: Instant) -> Option<Duration> {
+        self.settled = true;
+        let table = self.table;
+        // In-flight entries are never purged; `or_insert_with` only guards the impossible.
+        let mut entry = table
+            .entries
+            .entry(std::mem::take(&mut self.key))
+            .or_insert_with(|| Entry::new(now));
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        table.fail(&mut entry, now)
+    }
+
+    /// The password was right: give the place back. `Err(retry_after)` if the key was
+    /// locked while the password was being checked; that lock wins over the password.
+    pub fn succeeded(mut self, now: Instant) -> Result<(), Duration> {
+        self.settled = true;
+        match self.table.release(&self.key, now) {
+            Some(left) => Err(retry_after(left)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.table.release(&self.key, Instant::now());
+        }
     }
 }
 
@@ -444,6 +555,80 @@ mod tests {
         assert!(l.is_empty());
     }
 
+    /// Begin and at once refund an attempt.
+    fn admit(l: &Lockouts, key: &str, now: Instant) -> Result<(), Refusal> {
+        l.begin(key, now).map(drop)
+    }
+
+    #[test]
+    fn attempts_beyond_the_threshold_are_refused_while_earlier_ones_are_checked() {
+        let l = Lockouts::new(POLICY, 10);
+        let t0 = Instant::now();
+        let [a1, a2, a3] = ["k"; 3].map(|k| l.begin(k, t0).expect("admitted"));
+        // Were the three all wrong the key would lock: a fourth guess may not start.
+        assert_eq!(admit(&l, "k", t0), Err(Refusal::Locked(secs(1))));
+        assert_eq!(a1.failed(t0 + secs(1)), None);
+        assert_eq!(a2.failed(t0 + secs(1)), None);
+        assert_eq!(admit(&l, "k", t0 + secs(1)), Err(Refusal::Locked(secs(1))));
+        assert_eq!(a3.failed(t0 + secs(2)), Some(secs(300)));
+        assert_eq!(
+            admit(&l, "k", t0 + secs(2)),
+            Err(Refusal::Locked(secs(300)))
+        );
+        // Other keys are unaffected.
+        assert_eq!(admit(&l, "other", t0 + secs(2)), Ok(()));
+    }
+
+    #[test]
+    fn refunded_and_successful_attempts_give_their_place_back() {
+        let l = Lockouts::new(POLICY, 10);
+        let t0 = Instant::now();
+        let [a1, a2, a3] = ["k"; 3].map(|k| l.begin(k, t0).expect("admitted"));
+        drop(a1); // the check never ran
+        let a4 = l.begin("k", t0).expect("the refunded place is free again");
+        assert_eq!(a2.succeeded(t0), Ok(()));
+        assert_eq!(a3.failed(t0), None);
+        assert_eq!(a4.succeeded(t0), Ok(()));
+        assert_eq!(l.len(), 1, "the failure is remembered");
+        l.record_success("k");
+        assert!(l.is_empty(), "nothing left to remember");
+        // A lone successful attempt leaves nothing behind either.
+        l.begin("fresh", t0)
+            .expect("admitted")
+            .succeeded(t0)
+            .expect("not locked");
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn a_right_password_whose_check_ends_after_the_key_locked_is_refused() {
+        let l = Lockouts::new(POLICY, 10);
+        let t0 = Instant::now();
+        let right = l.begin("k", t0).expect("admitted");
+        // Meanwhile the key is locked (failures counted outside this attempt's places).
+        for i in 1..=3 {
+            let _ = l.record_failure("k", t0 + secs(i));
+        }
+        assert_eq!(right.succeeded(t0 + secs(4)), Err(secs(299)));
+        assert_eq!(l.locked("k", t0 + secs(4)), Some(secs(299)));
+    }
+
+    #[test]
+    fn without_locking_attempts_are_never_refused_for_being_in_flight() {
+        let l = Lockouts::new(
+            LockoutPolicy {
+                duration: Duration::ZERO,
+                ..POLICY
+            },
+            10,
+        );
+        let t0 = Instant::now();
+        let held: Vec<_> = (0..10)
+            .map(|_| l.begin("k", t0).expect("admitted"))
+            .collect();
+        assert_eq!(held.len(), 10);
+    }
+
     #[test]
     fn a_full_table_refuses_new_keys_until_an_entry_expires_and_still_counts_old_ones() {
         let l = Lockouts::new(POLICY, 2);
@@ -451,20 +636,23 @@ mod tests {
         assert_eq!(l.record_failure("a", t0), Ok(None));
         assert_eq!(l.record_failure("b", t0 + secs(10)), Ok(None));
         // `a`'s window (60 s) ends first.
-        assert_eq!(l.admit("c", t0 + secs(20)), Err(Refusal::Full(secs(40))));
+        assert_eq!(admit(&l, "c", t0 + secs(20)), Err(Refusal::Full(secs(40))));
         assert_eq!(
             l.record_failure("c", t0 + secs(20)),
             Err(Refusal::Full(secs(40)))
         );
         assert_eq!(l.len(), 2);
         // Tracked keys are admitted, and still count and lock.
-        assert_eq!(l.admit("a", t0 + secs(21)), Ok(()));
+        assert_eq!(admit(&l, "a", t0 + secs(21)), Ok(()));
         assert_eq!(l.record_failure("a", t0 + secs(21)), Ok(None));
         assert_eq!(l.record_failure("a", t0 + secs(22)), Ok(Some(secs(300))));
-        assert_eq!(l.admit("a", t0 + secs(22)), Err(Refusal::Locked(secs(300))));
+        assert_eq!(
+            admit(&l, "a", t0 + secs(22)),
+            Err(Refusal::Locked(secs(300)))
+        );
         // `a` is now held by its lock: the next room is `b`'s, at t0 + 70 s.
-        assert_eq!(l.admit("c", t0 + secs(61)), Err(Refusal::Full(secs(9))));
-        assert_eq!(l.admit("c", t0 + secs(70)), Ok(()));
+        assert_eq!(admit(&l, "c", t0 + secs(61)), Err(Refusal::Full(secs(9))));
+        assert_eq!(admit(&l, "c", t0 + secs(70)), Ok(()));
         assert_eq!(l.record_failure("c", t0 + secs(70)), Ok(None));
         assert!(l.entries.contains_key("a") && l.entries.contains_key("c"));
     }

@@ -561,33 +561,32 @@ async fn login_from(c: &Client, user: &str, password: &str, client: &str) -> Rep
 async fn ipv6_clients_in_one_slash_64_share_an_address_lock_and_mapped_ipv4_is_ipv4() {
     let up = Upstream::start().await;
     // The loopback peer is a trusted proxy, so X-Forwarded-For names the client address.
+    // One failure locks, to keep the (slow, in debug builds) hashing to three passwords.
     let yaml = format!(
         "trusted_proxies: [127.0.0.1/32]\n{}",
-        yaml_with_lockout(&up.url(), 3, "1m")
+        yaml_with_lockout(&up.url(), 1, "1m")
     );
     let gw = Gateway::start(&yaml).await;
     let c = gw.h1();
-    // Three different addresses of one /64, and three spellings of one IPv4 address.
-    let failures = [
-        ("ghost1", "2001:db8:1:2::1"),
-        ("ghost2", "2001:db8:1:2::2"),
-        ("ghost3", "2001:db8:1:2:ffff:ffff:ffff:fffe"),
-        ("ghost4", "::ffff:198.51.100.7"),
-        ("ghost5", "::ffff:198.51.100.7"),
-        ("ghost6", "198.51.100.7"),
-    ];
-    let replies =
-        join_all(failures.map(|(user, client)| login_from(&c, user, "secret123", client))).await;
-    for reply in &replies {
-        assert_oauth_error("failure", reply, 400, "invalid_grant");
-    }
-    let (same_64, mapped, other_64) = tokio::join!(
-        login_from(&c, "bob", "secret123", "2001:db8:1:2::abcd"),
-        login_from(&c, "bob", "secret123", "::ffff:198.51.100.7"),
+    let (in_64, mapped) = tokio::join!(
+        login_from(&c, "ghost1", "secret123", "2001:db8:1:2::1"),
+        login_from(&c, "ghost2", "secret123", "::ffff:198.51.100.7"),
+    );
+    assert_oauth_error("failure in the /64", &in_64, 400, "invalid_grant");
+    assert_oauth_error("failure as mapped IPv4", &mapped, 400, "invalid_grant");
+    // Another address of the same /64, and the plain spelling of the mapped address.
+    let (same_64, same_v4, other_64) = tokio::join!(
+        login_from(&c, "bob", "secret123", "2001:db8:1:2:ffff:ffff:ffff:fffe"),
+        login_from(&c, "root", "secret123", "198.51.100.7"),
         login_from(&c, "alice", "secret123", "2001:db8:1:3::1"),
     );
     assert_eq!(same_64.status, 429, "same /64: {}", same_64.text());
-    assert_eq!(mapped.status, 429, "mapped IPv4: {}", mapped.text());
+    assert_eq!(
+        same_v4.status,
+        429,
+        "mapped IPv4 is IPv4: {}",
+        same_v4.text()
+    );
     check_success("another /64", &other_64, "alice", &["read"]);
 }
 
@@ -663,6 +662,58 @@ async fn a_full_username_table_refuses_logins_for_untracked_names_with_503_and_r
         .locked(filler, tokio::time::Instant::now())
         .is_some());
     assert_eq!(gw.shared.user_lockouts.len(), held, "the bound holds");
+}
+
+#[tokio::test]
+async fn concurrent_wrong_passwords_beyond_the_threshold_are_refused_before_hashing() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml_with_lockout(&up.url(), 2, "1m")).await;
+    let c = gw.h1();
+    let replies = join_all((0..20).map(|i| {
+        let c = c.clone();
+        async move { c.login("alice", &format!("wrong-{i}")).await }
+    }))
+    .await;
+    let mut tally = std::collections::BTreeMap::new();
+    for reply in &replies {
+        *tally.entry(reply.status.as_u16()).or_insert(0) += 1;
+        assert!(!reply.text().contains("access_token"));
+    }
+    // Each 400 invalid_grant is one password actually checked; everything else must be a
+    // refusal that never reached argon2.
+    assert!(
+        tally.get(&400).copied().unwrap_or(0) <= 2,
+        "more guesses were checked than the lockout allows: {tally:?}"
+    );
+    assert_eq!(
+        tally.get(&429).copied().unwrap_or(0) + tally.get(&400).copied().unwrap_or(0),
+        20,
+        "{tally:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_right_password_still_hashing_when_the_account_locks_gets_429_not_a_token() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml_with_lockout(&up.url(), 3, "1m")).await;
+    let c = gw.h1();
+    let login = tokio::spawn(async move { c.login("bob", "secret123").await });
+    // Wait until the attempt is counted (it then hashes for tens of milliseconds at least),
+    // or a while, then lock the account as concurrent failures elsewhere would.
+    let started = Instant::now();
+    while gw.shared.user_lockouts.is_empty() && started.elapsed() < Duration::from_millis(300) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for _ in 0..3 {
+        let _ = gw
+            .shared
+            .user_lockouts
+            .record_failure("bob", tokio::time::Instant::now());
+    }
+    let reply = login.await.unwrap();
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    assert!(retry_after("locked while hashing", &reply) >= 1);
+    assert!(!reply.text().contains("access_token"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::error::{no_store, Failure};
 use crate::headers;
-use crate::limit::{address_key, Refusal};
+use crate::limit::{address_key, Attempt, Refusal};
 use crate::request_body::{BodyLimits, GuardedBody};
 use crate::service::{unix_now, ConnInfo};
 use crate::state::{Shared, Snapshot};
@@ -140,12 +140,14 @@ async fn attempt(
     // Keyed by the table's own policy (fixed for the process), so a key never changes shape
     // under an entry that is already counting.
     let ip_key = address_key(client_ip, shared.ip_lockouts.policy().ipv6_prefix);
+    // Counted before hashing, so concurrent guesses cannot all be checked before the first
+    // failure locks the key; an attempt whose check never runs is refunded when dropped.
     let now = Instant::now();
-    shared
+    let user_attempt = shared
         .user_lockouts
-        .admit(&username, now)
-        .and_then(|()| shared.ip_lockouts.admit(&ip_key, now))
+        .begin(&username, now)
         .map_err(refused)?;
+    let ip_attempt = shared.ip_lockouts.begin(&ip_key, now).map_err(refused)?;
     let user = config.users.get(&username);
     let verified = shared
         .passwords
@@ -156,10 +158,17 @@ async fn attempt(
             VerifyError::TooLong => oauth("invalid_request", "username or password too long"),
             _ => Failure::Internal,
         })?;
+    let now = Instant::now();
     let Some(user) = user.filter(|_| verified) else {
-        record_failure(shared, &username, &ip_key);
+        record_failure(shared, user_attempt, ip_attempt, &username, &ip_key);
         return Err(invalid_grant());
     };
+    // A lock set while the password was being checked holds even against the right one.
+    let user_locked = user_attempt.succeeded(now).err();
+    let ip_locked = ip_attempt.succeeded(now).err();
+    if let Some(retry) = user_locked.or(ip_locked) {
+        return Err(refused(Refusal::Locked(retry)));
+    }
     // Only the username's counter: a valid account must not reset its address's counter
     // between guesses at other accounts.
     shared.user_lockouts.record_success(&username);
@@ -197,13 +206,16 @@ fn refused(refusal: Refusal) -> Failure {
     }
 }
 
-fn record_failure(shared: &Shared, username: &str, ip_key: &str) {
+fn record_failure(
+    shared: &Shared,
+    user_attempt: Attempt<'_>,
+    ip_attempt: Attempt<'_>,
+    username: &str,
+    ip_key: &str,
+) {
     let now = Instant::now();
-    let user_locked = matches!(
-        shared.user_lockouts.record_failure(username, now),
-        Ok(Some(_))
-    );
-    let ip_locked = matches!(shared.ip_lockouts.record_failure(ip_key, now), Ok(Some(_)));
+    let user_locked = user_attempt.failed(now).is_some();
+    let ip_locked = ip_attempt.failed(now).is_some();
     for (locked, kind) in [(user_locked, "username"), (ip_locked, "address")] {
         if locked {
             shared.metrics.lockout();
