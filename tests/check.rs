@@ -389,6 +389,23 @@ fn an_ipv6_lockout_prefix_outside_1_to_128_is_an_error_at_its_line_naming_the_ra
 }
 
 #[test]
+fn the_per_subject_revocation_cap_must_be_between_1_and_10000() {
+    let login =
+        |cap: &str| append_line(&format!("login: {{ max_revocations_per_subject: {cap} }}"));
+    for cap in ["0", "10001"] {
+        let line = assert_error_at(&check(&login(cap), &[]), 21);
+        assert!(
+            line.contains("login.max_revocations_per_subject") && line.contains("10000"),
+            "cap {cap}: {line:?}"
+        );
+    }
+    for cap in ["1", "10000"] {
+        let checked = check(&login(cap), &["--strict"]);
+        assert_eq!(checked.code, 0, "cap {cap}: {checked:?}");
+    }
+}
+
+#[test]
 fn a_secret_shorter_than_32_bytes_is_an_error_at_its_line() {
     // 31 bytes: one short of the minimum.
     let checked = check(

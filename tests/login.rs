@@ -768,6 +768,47 @@ async fn logout_revokes_exactly_the_presented_token() {
     assert_eq!(reply.status, 401);
 }
 
+async fn logout_on(conn: &mut Connection, c: &Client, token: &str) -> Reply {
+    let request = c
+        .request("POST", "/logout")
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    conn.send(request).await
+}
+
+#[tokio::test]
+async fn one_subject_cannot_fill_the_revocation_table_and_others_can_still_log_out() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let c = gw.h1();
+    let mut conn = c.connect().await;
+    // Default login.max_revocations_per_subject: 100 live revocations per `sub`.
+    for i in 0..100 {
+        let reply = logout_on(&mut conn, &c, &fixture_token("alice", "read")).await;
+        assert_eq!(reply.status, 204, "logout {i}: {}", reply.text());
+    }
+    let extra = fixture_token("alice", "read");
+    let reply = logout_on(&mut conn, &c, &extra).await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    assert_eq!(
+        reply.json()["error"],
+        "too_many_requests",
+        "{}",
+        reply.text()
+    );
+    assert!(reply.json()["error_description"].is_string());
+    let retry = retry_after("per-subject cap", &reply);
+    // The earliest of alice's revocations lapses at exp (5m) + leeway (30s) + grace (10m).
+    assert!((1..=930).contains(&retry), "Retry-After {retry}");
+    // Refused means not revoked: the client is told so and may retry; nothing half-done.
+    assert_eq!(c.get_with_token("/api/x", &extra).await.status, 200);
+    // Another subject is unaffected.
+    let bob = fixture_token("bob", "read");
+    assert_eq!(logout_on(&mut conn, &c, &bob).await.status, 204);
+    assert_eq!(c.get_with_token("/api/x", &bob).await.status, 401);
+}
+
 #[tokio::test]
 async fn logout_accepts_only_post() {
     let up = Upstream::start().await;

@@ -18,7 +18,7 @@ use crate::body::ResponseBody;
 use crate::config::Limits;
 use crate::error::{no_store, Failure};
 use crate::headers;
-use crate::limit::{address_key, Attempt, Refusal};
+use crate::limit::{address_key, Attempt, Refusal, RevokeRefusal};
 use crate::request_body::{BodyLimits, GuardedBody};
 use crate::service::{unix_now, ConnInfo};
 use crate::state::{Shared, Snapshot};
@@ -332,10 +332,24 @@ pub async fn logout(
         .ok_or(Failure::MissingToken)?;
     record.user.clone_from(&identity.token.subject);
     record.decision = "logout";
-    let expires = identity.token.expires_at + snapshot.config.tokens.leeway.as_secs();
-    if !shared.revocations.revoke(&identity.revocation_key, expires) {
-        return Err(Failure::Busy);
-    }
+    let leeway = snapshot.config.tokens.leeway.as_secs();
+    let expires = identity.token.expires_at.saturating_add(leeway);
+    shared
+        .revocations
+        .revoke(
+            &identity.token.subject,
+            &identity.revocation_key,
+            expires,
+            unix_now(),
+            snapshot.config.login.max_revocations_per_subject,
+        )
+        .map_err(|refusal| match refusal {
+            // The token stays valid: the client is told so, and when to try again.
+            RevokeRefusal::SubjectFull { retry_after_secs } => {
+                Failure::RateLimited { retry_after_secs }
+            }
+            RevokeRefusal::TableFull => Failure::Busy,
+        })?;
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     no_store(response.headers_mut());

@@ -83,6 +83,7 @@ pub struct TokensFile {
 pub struct LoginFile {
     pub path: Option<Spanned<String>>,
     pub lockout: Option<LockoutFile>,
+    pub max_revocations_per_subject: Option<Spanned<u64>>,
 }
 
 /// `login.lockout:`.

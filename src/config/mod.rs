@@ -28,6 +28,11 @@ use units::{interpolate, parse_duration, parse_size};
 
 /// Minimum HMAC secret length (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Default and largest `login.max_revocations_per_subject`. The default allows more than a
+/// logout a minute over a one-hour token's life and grace; at the largest, filling the
+/// million-entry table still takes a hundred accounts.
+pub const DEFAULT_REVOCATIONS_PER_SUBJECT: usize = 100;
+const MAX_REVOCATIONS_PER_SUBJECT: u64 = 10_000;
 /// IPv6 clients are locked out per /64 unless `login.lockout.ipv6_prefix` says otherwise:
 /// the block a single subscriber is normally given (RFC 6177).
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
@@ -98,11 +103,13 @@ pub struct TlsPaths {
     pub key: PathBuf,
 }
 
-/// `POST /login` settings.
+/// `POST /login` (and `/logout`) settings.
 #[derive(Debug, Clone)]
 pub struct LoginSettings {
     pub path: String,
     pub lockout: LockoutPolicy,
+    /// Live revocations one token subject may hold, so one account cannot fill the table.
+    pub max_revocations_per_subject: usize,
 }
 
 /// Access-log rendering.
@@ -510,7 +517,23 @@ impl Builder {
             },
             Some(l) => self.lockout(l)?,
         };
-        Ok(LoginSettings { path, lockout })
+        let max_revocations_per_subject = match &raw.max_revocations_per_subject {
+            None => DEFAULT_REVOCATIONS_PER_SUBJECT,
+            Some(v) if (1..=MAX_REVOCATIONS_PER_SUBJECT).contains(&v.value) => v.value as usize,
+            Some(v) => {
+                return Err(self.at(
+                    v,
+                    format!(
+                        "login.max_revocations_per_subject: must be between 1 and {MAX_REVOCATIONS_PER_SUBJECT}"
+                    ),
+                ))
+            }
+        };
+        Ok(LoginSettings {
+            path,
+            lockout,
+            max_revocations_per_subject,
+        })
     }
 
     fn lockout(&self, l: &file::LockoutFile) -> Result<LockoutPolicy, ConfigError> {
