@@ -406,6 +406,75 @@ fn the_per_subject_revocation_cap_must_be_between_1_and_10000() {
 }
 
 #[test]
+fn a_token_ttl_beyond_a_year_is_an_error_at_its_line_naming_the_key_and_the_maximum() {
+    for ttl in ["999999999999h", "366d", "8785h", "99999999999999999999d"] {
+        let checked = check(&replace_line(7, &format!("  ttl: {ttl}")), &[]);
+        let line = assert_error_at(&checked, 7);
+        assert!(
+            line.contains("tokens.ttl") && line.contains("365d"),
+            "ttl {ttl}: the message does not name the key and the maximum: {line:?}"
+        );
+    }
+    let checked = check(&replace_line(7, "  ttl: 365d"), &[]);
+    assert_eq!(checked.code, 0, "a year is allowed: {checked:?}");
+}
+
+#[test]
+fn a_lockout_window_or_duration_beyond_a_year_is_an_error_at_its_line() {
+    for (window, duration, key, at) in [
+        ("15m", "999999999999h", "login.lockout.duration", 25),
+        ("400d", "15m", "login.lockout.window", 24),
+    ] {
+        let yaml = with_lockout(&[
+            "failures: 5",
+            &format!("window: {window}"),
+            &format!("duration: {duration}"),
+        ]);
+        let line = assert_error_at(&check(&yaml, &[]), at);
+        assert!(
+            line.contains(key) && line.contains("365d"),
+            "the message does not name {key} and the maximum: {line:?}"
+        );
+    }
+    let yaml = with_lockout(&["failures: 5", "window: 365d", "duration: 8760h"]);
+    let checked = check(&yaml, &[]);
+    assert_eq!(checked.code, 0, "a year is allowed: {checked:?}");
+}
+
+#[test]
+fn a_timeout_beyond_a_day_is_an_error_at_its_line_naming_the_key_and_the_maximum() {
+    for key in [
+        "header_read_timeout",
+        "idle_timeout",
+        "body_read_timeout",
+        "write_timeout",
+        "shutdown_grace",
+    ] {
+        let yaml = format!("{}limits:\n  {key}: 25h\n", text(&clean_lines()));
+        let line = assert_error_at(&check(&yaml, &[]), 22);
+        assert!(
+            line.contains(&format!("limits.{key}")) && line.contains("1d"),
+            "the message does not name limits.{key} and the maximum: {line:?}"
+        );
+        let yaml = format!("{}limits:\n  {key}: 1d\n", text(&clean_lines()));
+        assert_eq!(check(&yaml, &[]).code, 0, "{key}: a day is allowed");
+    }
+    for key in ["timeout", "connect_timeout"] {
+        let upstream = format!("  app: {{ url: http://127.0.0.1:9000, {key}: 9999999999d }}");
+        let line = assert_error_at(&check(&replace_line(15, &upstream), &[]), 15);
+        assert!(
+            line.contains("upstreams.app") && line.contains(key) && line.contains("1d"),
+            "the message does not name the upstream's {key} and the maximum: {line:?}"
+        );
+    }
+    let line = assert_error_at(&check(&insert_line(8, "  leeway: 2d"), &[]), 8);
+    assert!(
+        line.contains("tokens.leeway") && line.contains("1d"),
+        "{line:?}"
+    );
+}
+
+#[test]
 fn a_secret_shorter_than_32_bytes_is_an_error_at_its_line() {
     // 31 bytes: one short of the minimum.
     let checked = check(

@@ -28,6 +28,11 @@ use units::{interpolate, parse_duration, parse_size};
 
 /// Minimum HMAC secret length (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Longest timeout or grace period accepted (connection and upstream timeouts, token
+/// leeway): anything longer is a typo, and deadlines are computed as `now + timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Longest token lifetime and lockout window or duration accepted.
+pub const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Default and largest `login.max_revocations_per_subject`. The default allows more than a
 /// logout a minute over a one-hour token's life and grace; at the largest, filling the
 /// million-entry table still takes a hundred accounts.
@@ -249,16 +254,37 @@ impl Builder {
         interpolate(&value.value).map_err(|e| self.at(value, format!("{key}: {e}")))
     }
 
+    /// An optional duration, at most `max`.
     fn duration(
         &self,
         value: &Option<Spanned<String>>,
         key: &str,
         default: Duration,
+        max: Duration,
     ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
-            Some(v) => parse_duration(&v.value).map_err(|e| self.at(v, format!("{key}: {e}"))),
+            Some(v) => self.required_duration(v, key, max),
         }
+    }
+
+    fn required_duration(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        parse_duration(&value.value, max).map_err(|e| self.at(value, format!("{key}: {e}")))
+    }
+
+    /// A timeout or grace period: at most [`MAX_TIMEOUT`].
+    fn timeout(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        self.duration(value, key, default, MAX_TIMEOUT)
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
@@ -387,18 +413,14 @@ impl Builder {
                 Err(e) => Err(self.at(v, format!("limits.{key}: {e}"))),
             }
         };
-        let header_read_timeout = self.duration(
+        let header_read_timeout = self.timeout(
             &raw.header_read_timeout,
             "limits.header_read_timeout",
             d.header_read_timeout,
         )?;
         Ok(Limits {
             header_read_timeout,
-            idle_timeout: self.duration(
-                &raw.idle_timeout,
-                "limits.idle_timeout",
-                d.idle_timeout,
-            )?,
+            idle_timeout: self.timeout(&raw.idle_timeout, "limits.idle_timeout", d.idle_timeout)?,
             max_header_bytes,
             max_headers: count(&raw.max_headers, "max_headers", d.max_headers, 1)?,
             max_connections: count(
@@ -407,7 +429,7 @@ impl Builder {
                 d.max_connections,
                 1,
             )?,
-            shutdown_grace: self.duration(
+            shutdown_grace: self.timeout(
                 &raw.shutdown_grace,
                 "limits.shutdown_grace",
                 d.shutdown_grace,
@@ -421,14 +443,14 @@ impl Builder {
             .try_into()
             .unwrap_or(u32::MAX),
             // A client slow with its body is as suspect as one slow with its headers.
-            body_read_timeout: self.duration(
+            body_read_timeout: self.timeout(
                 &raw.body_read_timeout,
                 "limits.body_read_timeout",
                 header_read_timeout,
             )?,
             body_min_rate: size(&raw.body_min_rate, "body_min_rate")?.unwrap_or(d.body_min_rate),
             max_body_size: size(&raw.max_body_size, "max_body_size")?,
-            write_timeout: self.duration(
+            write_timeout: self.timeout(
                 &raw.write_timeout,
                 "limits.write_timeout",
                 d.write_timeout,
@@ -473,7 +495,12 @@ impl Builder {
             |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
                 v.as_ref().map(|v| self.string(v, key)).transpose()
             };
-        let ttl = self.duration(&raw.ttl, "tokens.ttl", Duration::from_secs(3600))?;
+        let ttl = self.duration(
+            &raw.ttl,
+            "tokens.ttl",
+            Duration::from_secs(3600),
+            MAX_PERIOD,
+        )?;
         if ttl.is_zero() {
             return Err(self.err(
                 raw.ttl.as_ref().map(|v| &v.referenced),
@@ -487,7 +514,7 @@ impl Builder {
                 issuer: optional(&raw.issuer, "tokens.issuer")?,
                 audience: optional(&raw.audience, "tokens.audience")?,
                 ttl,
-                leeway: self.duration(&raw.leeway, "tokens.leeway", Duration::from_secs(30))?,
+                leeway: self.timeout(&raw.leeway, "tokens.leeway", Duration::from_secs(30))?,
             },
             secret_is_random,
         ))
@@ -557,16 +584,8 @@ impl Builder {
         };
         Ok(LockoutPolicy {
             failures,
-            window: self.duration(
-                &Some(l.window.clone()),
-                "login.lockout.window",
-                Duration::ZERO,
-            )?,
-            duration: self.duration(
-                &Some(l.duration.clone()),
-                "login.lockout.duration",
-                Duration::ZERO,
-            )?,
+            window: self.required_duration(&l.window, "login.lockout.window", MAX_PERIOD)?,
+            duration: self.required_duration(&l.duration, "login.lockout.duration", MAX_PERIOD)?,
             ipv6_prefix,
         })
     }
@@ -686,17 +705,17 @@ impl Builder {
             let here = |message: String| self.at(spanned, format!("upstreams.{name}: {message}"));
             let url = interpolate(&url).map_err(here)?;
             let target = parse_upstream_url(&url).map_err(here)?;
-            let parse = |v: Option<String>, default: Duration| match v {
+            let parse = |v: Option<String>, key: &str, default: Duration| match v {
                 None => Ok(default),
-                Some(v) => parse_duration(&v).map_err(here),
+                Some(v) => parse_duration(&v, MAX_TIMEOUT).map_err(|e| here(format!("{key}: {e}"))),
             };
             upstreams.insert(
                 name.clone(),
                 Upstream {
                     name: name.clone(),
                     target,
-                    connect_timeout: parse(connect, Duration::from_secs(3))?,
-                    timeout: parse(timeout, Duration::from_secs(60))?,
+                    connect_timeout: parse(connect, "connect_timeout", Duration::from_secs(3))?,
+                    timeout: parse(timeout, "timeout", Duration::from_secs(60))?,
                     pass_token,
                 },
             );
