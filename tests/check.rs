@@ -475,6 +475,25 @@ fn a_timeout_beyond_a_day_is_an_error_at_its_line_naming_the_key_and_the_maximum
 }
 
 #[test]
+fn an_argon2id_hash_with_a_salt_under_8_bytes_is_an_error_naming_the_user_and_its_line() {
+    // `c2FsdA` is the 4-byte salt `salt`: argon2 cannot verify against it.
+    let short = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$WRM+jGFRlegpsoIlTVNrQc+1XHa3/a1NZzkq1GFfarI";
+    let user = format!("  bob: {{ password: \"{short}\", scopes: [write] }}");
+    let checked = check(&replace_line(13, &user), &[]);
+    let line = assert_error_at(&checked, 13);
+    assert!(
+        line.contains("bob") && line.contains("salt") && line.contains('8'),
+        "the message does not name the user and the salt minimum: {line:?}"
+    );
+    assert!(!checked.all().contains(short), "check printed the hash");
+    // Exactly 8 bytes (`saltsalt`) is enough.
+    let eight = short.replace("c2FsdA", "c2FsdHNhbHQ");
+    let user = format!("  bob: {{ password: \"{eight}\", scopes: [write] }}");
+    let checked = check(&replace_line(13, &user), &["--strict"]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+}
+
+#[test]
 fn a_secret_shorter_than_32_bytes_is_an_error_at_its_line() {
     // 31 bytes: one short of the minimum.
     let checked = check(
