@@ -493,6 +493,88 @@ fn an_argon2id_hash_with_a_salt_under_8_bytes_is_an_error_naming_the_user_and_it
     assert_eq!(checked.code, 0, "{checked:?}");
 }
 
+/// Route line 18 with `methods: [list]`.
+fn read_route_with_methods(list: &str) -> String {
+    replace_line(
+        18,
+        &format!(
+            "  - {{ id: items-read, path: /items/**, methods: [{list}], upstream: app, scopes: [read] }}"
+        ),
+    )
+}
+
+#[test]
+fn a_method_that_is_not_an_rfc_9110_method_is_an_error_at_its_line_naming_it() {
+    for method in ["get", "Post", "DELET", "PROPFIND", "CONNECT", "TRACE"] {
+        let checked = check(&read_route_with_methods(method), &[]);
+        let line = assert_error_at(&checked, 18);
+        assert!(line.contains(method), "{method}: {line:?}");
+    }
+}
+
+#[test]
+fn every_rfc_9110_method_and_patch_is_accepted_in_a_rule() {
+    let yaml = append_line(
+        "  - { id: all, path: /all/**, methods: [GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH], upstream: app, scopes: [read] }",
+    );
+    let checked = check(&yaml, &["--strict"]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+}
+
+#[test]
+fn extra_methods_declares_extension_methods_that_rules_may_then_list() {
+    let mut lines = clean_lines();
+    lines.insert(
+        0,
+        "extra_methods: [PROPFIND, MKCOL, VERSION-CONTROL]".to_owned(),
+    );
+    lines.push(
+        "  - { id: dav, path: /dav/**, methods: [PROPFIND, MKCOL, GET], upstream: app, scopes: [write] }"
+            .to_owned(),
+    );
+    let checked = check(&text(&lines), &["--strict"]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    assert!(
+        checked
+            .stdout
+            .lines()
+            .any(|l| l.contains("dav") && l.contains("PROPFIND")),
+        "{checked:?}"
+    );
+    // Declared, but still case-sensitive in rules.
+    let last = lines.len() - 1;
+    lines[last] = lines[last].replace("PROPFIND", "propfind");
+    let line = assert_error_at(&check(&text(&lines), &[]), 22);
+    assert!(line.contains("propfind"), "{line:?}");
+}
+
+#[test]
+fn an_extra_method_that_is_not_an_uppercase_token_or_is_refused_anyway_is_an_error_at_its_line() {
+    for method in [
+        "propfind",
+        "\"PROP FIND\"",
+        "\"MKCOL;\"",
+        "TRACE",
+        "CONNECT",
+        "GET",
+    ] {
+        let checked = check(&insert_line(1, &format!("extra_methods: [{method}]")), &[]);
+        let line = assert_error_at(&checked, 1);
+        assert!(
+            line.contains("extra_methods") && line.contains(method.trim_matches('"')),
+            "{method}: {line:?}"
+        );
+    }
+    // Block style: the error names the entry's own line.
+    let mut lines = clean_lines();
+    lines.splice(
+        0..0,
+        ["extra_methods:", "  - PROPFIND", "  - mkcol"].map(str::to_owned),
+    );
+    let line = assert_error_at(&check(&text(&lines), &[]), 3);
+    assert!(line.contains("mkcol"), "{line:?}");
+}
+
 #[test]
 fn a_secret_shorter_than_32_bytes_is_an_error_at_its_line() {
     // 31 bytes: one short of the minimum.

@@ -38,6 +38,9 @@ pub struct GatewayFile {
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteFile>>,
+    /// Extension methods (WebDAV and the like) that `methods:` may list.
+    #[serde(default)]
+    pub extra_methods: Vec<Spanned<String>>,
 }
 
 /// `tls:` — PEM certificate chain and private key.
@@ -158,7 +161,7 @@ pub struct UpstreamFull {
 pub struct RouteFile {
     pub id: Option<String>,
     pub path: String,
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<Vec<Spanned<String>>>,
     pub host: Option<String>,
     pub upstream: Option<String>,
     #[serde(default)]

@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod lint;
+pub mod methods;
 pub mod reload;
 pub mod units;
 
@@ -24,6 +25,7 @@ use crate::authz::{Requirement, Vocabulary};
 use crate::limit::LockoutPolicy;
 use crate::routes::{Access, Route, RouteTable};
 use file::{Location, Spanned};
+use methods::ExtraMethods;
 use units::{interpolate, parse_duration, parse_size};
 
 /// Minimum HMAC secret length (RFC 7518 §3.2: at least the hash size).
@@ -355,7 +357,8 @@ impl Builder {
             }
         }
         let upstreams = self.upstreams(&raw.upstreams)?;
-        let routes = self.routes(&raw.routes, &vocabulary, &upstreams)?;
+        let extra_methods = self.extra_methods(&raw.extra_methods)?;
+        let routes = self.routes(&raw.routes, &vocabulary, &upstreams, &extra_methods)?;
         Ok(Config {
             source: self.file.clone(),
             files,
@@ -723,11 +726,22 @@ impl Builder {
         Ok(upstreams)
     }
 
+    fn extra_methods(&self, raw: &[Spanned<String>]) -> Result<ExtraMethods, ConfigError> {
+        let mut extra = ExtraMethods::default();
+        for name in raw {
+            extra
+                .declare(&name.value)
+                .map_err(|e| self.at(name, format!("extra_methods: {e}")))?;
+        }
+        Ok(extra)
+    }
+
     fn routes(
         &self,
         raw: &[Spanned<file::RouteFile>],
         vocabulary: &Vocabulary,
         upstreams: &HashMap<String, Upstream>,
+        extra_methods: &ExtraMethods,
     ) -> Result<RouteTable, ConfigError> {
         let mut routes = Vec::with_capacity(raw.len());
         let mut ids = HashSet::new();
@@ -758,17 +772,13 @@ impl Builder {
                         "`methods: []` would match nothing; omit it for any method".into(),
                     ))
                 }
+                // Each complaint names the method's own line.
                 Some(list) => Some(
                     list.iter()
                         .map(|m| {
-                            let upper = m.to_ascii_uppercase();
-                            match upper.as_str() {
-                                "CONNECT" | "TRACE" => Err(here(format!(
-                                    "method {upper} is always refused by the gateway"
-                                ))),
-                                _ => http::Method::from_bytes(upper.as_bytes())
-                                    .map_err(|_| here(format!("`{m}` is not an HTTP method"))),
-                            }
+                            extra_methods.rule_method(&m.value).map_err(|e| {
+                                self.at(m, format!("routes[{index}] ({}): {e}", r.path))
+                            })
                         })
                         .collect::<Result<Vec<_>, _>>()?,
                 ),
