@@ -103,8 +103,10 @@ fn check_success(label: &str, reply: &Reply, user: &str, scope: &[&str]) -> (Val
     assert!(aud_ok, "{label}: aud {claims}");
     let iat = claims["iat"].as_u64().expect("iat");
     let n = now();
+    // Current, not stale: the slack covers a reply waiting for its joined siblings, each
+    // an argon2 hash of a second or more in debug builds, on cores other tests share.
     assert!(
-        iat + 5 >= n && iat <= n + 1,
+        iat + 30 >= n && iat <= n + 1,
         "{label}: iat {iat} vs now {n}"
     );
     assert_eq!(claims["exp"].as_u64(), Some(iat + 300), "{label}: exp");
