@@ -112,7 +112,8 @@ impl Entry {
 /// Why a login may not go ahead. Both are answered before any password is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The key is locked; retry after this (whole seconds, at least 1).
+    /// The key is locked, or enough attempts on it are still being checked to lock it;
+    /// retry after this (whole seconds, at least 1).
     Locked(Duration),
     /// The key is not tracked yet and the table is full of live entries, so a failure could
     /// not be counted; retry after this, when the first entry is due to expire.
