@@ -16,6 +16,7 @@ use crate::auth::bearer::authenticate;
 use crate::auth::password::{VerifyError, MAX_PASSWORD_BYTES};
 use crate::body::ResponseBody;
 use crate::config::Limits;
+use crate::decision;
 use crate::error::{no_store, Failure};
 use crate::headers;
 use crate::limit::{address_key, Attempt, Refusal, RevokeRefusal};
@@ -23,8 +24,6 @@ use crate::request_body::{BodyLimits, GuardedBody};
 use crate::service::{unix_now, ConnInfo};
 use crate::state::{Shared, Snapshot};
 
-/// The logout endpoint's path.
-pub const LOGOUT_PATH: &str = "/logout";
 /// Login bodies above this are refused before parsing (SPEC: 8 KiB → 413).
 pub const MAX_LOGIN_BODY: usize = 8 * 1024;
 
@@ -66,8 +65,8 @@ pub async fn login(
     record: &mut AccessRecord<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
     record.route = "login";
-    let result = if request.method() != Method::POST {
-        Err(Failure::MethodNotAllowed { allow: "POST" })
+    let result = if let Err(refusal) = decision::check_endpoint_method(request.method()) {
+        Err(refusal)
     } else {
         attempt(shared, snapshot, conn, request, record).await
     };
@@ -325,9 +324,7 @@ pub async fn logout(
     record: &mut AccessRecord<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
     record.route = "logout";
-    if request.method() != Method::POST {
-        return Err(Failure::MethodNotAllowed { allow: "POST" });
-    }
+    decision::check_endpoint_method(request.method())?;
     let identity = authenticate(shared, snapshot, request.headers(), unix_now())?
         .ok_or(Failure::MissingToken)?;
     record.user.clone_from(&identity.token.subject);
