@@ -332,9 +332,10 @@ fn granted_scopes(
 fn print_refusal(failure: &Failure) -> ExitCode {
     let status = failure.status();
     println!(
-        "decision: {} {} ({failure})",
+        "decision: {} {} ({})",
         status.as_u16(),
-        status.canonical_reason().unwrap_or("")
+        status.canonical_reason().unwrap_or(""),
+        failure.description()
     );
     ExitCode::SUCCESS
 }

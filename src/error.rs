@@ -107,6 +107,11 @@ impl Failure {
         }
     }
 
+    /// The `error_description` the client is sent.
+    pub fn description(&self) -> String {
+        self.code_and_description().1
+    }
+
     /// OAuth/RFC 6750 error code and a client-safe description (never echoes input).
     fn code_and_description(&self) -> (&'static str, String) {
         match self {
