@@ -154,25 +154,40 @@ impl Drop for LogSinkGuard {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Output the test can read afterwards.
+    #[derive(Clone, Default)]
+    struct SharedOut(Arc<Mutex<Vec<u8>>>);
+
+    impl SharedOut {
+        fn bytes(&self) -> Vec<u8> {
+            self.0.lock().map(|out| out.clone()).unwrap_or_default()
+        }
+    }
+
+    impl Write for SharedOut {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let mut out = self.0.lock().map_err(|_| io::ErrorKind::Other)?;
+            out.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
 
     /// A writer that blocks until told to go on, like a stalled pipe.
     struct Stalled {
         go: mpsc::Receiver<()>,
-        out: Arc<Mutex<Vec<u8>>>,
-        waited: bool,
+        out: SharedOut,
     }
 
     impl Write for Stalled {
         fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            if !self.waited {
-                let _ = self.go.recv();
-                self.waited = true;
-            }
-            self.out
-                .lock()
-                .map_err(|_| io::ErrorKind::Other)?
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
+            let _ = self.go.recv_timeout(Duration::from_secs(10));
+            self.out.write(bytes)
         }
 
         fn flush(&mut self) -> io::Result<()> {
@@ -183,11 +198,10 @@ mod tests {
     #[test]
     fn a_stalled_writer_bounds_the_queue_in_bytes_and_reports_what_was_dropped() {
         let (go, wait) = mpsc::channel();
-        let out = Arc::new(Mutex::new(Vec::new()));
+        let out = SharedOut::default();
         let stalled = Stalled {
             go: wait,
             out: out.clone(),
-            waited: false,
         };
         let (sink, guard) = LogSink::start(64 * 1024, stalled).expect("start");
         let batch = vec![b'x'; 32 * 1024];
@@ -195,9 +209,12 @@ mod tests {
         // The first batch may already be with the (stalled) writer, the rest wait in the queue.
         assert!(accepted <= 3, "{accepted} batches of 32 KiB accepted");
         assert!(sink.queued_bytes() <= 64 * 1024);
-        let _ = go.send(());
+        // Let every write through from now on.
+        for _ in 0..16 {
+            let _ = go.send(());
+        }
         drop(guard);
-        let out = out.lock().expect("out");
+        let out = out.bytes();
         let text = String::from_utf8_lossy(&out);
         assert!(
             text.contains("bytes of log output dropped"),
@@ -212,26 +229,13 @@ mod tests {
 
     #[test]
     fn everything_queued_is_written_before_the_guard_returns() {
-        let out = Arc::new(Mutex::new(Vec::new()));
-        struct Shared(Arc<Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-                self.0
-                    .lock()
-                    .map_err(|_| io::ErrorKind::Other)?
-                    .extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let (mut sink, guard) = LogSink::start(1024, Shared(out.clone())).expect("start");
+        let out = SharedOut::default();
+        let (mut sink, guard) = LogSink::start(1024, out.clone()).expect("start");
         for i in 0..100 {
             writeln!(sink, "line {i}").expect("write");
         }
         drop(guard);
-        let text = String::from_utf8(out.lock().expect("out").clone()).expect("utf8");
+        let text = String::from_utf8(out.bytes()).expect("utf8");
         assert!(text.starts_with("line 0\n"));
         assert!(text.ends_with("line 99\n"), "{text}");
     }

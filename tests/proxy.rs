@@ -291,14 +291,7 @@ async fn assert_tunnel_echoes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 
     stream: &mut S,
 ) {
     for message in [&b"hello through the tunnel"[..], &[0u8, 1, 2, 255, 254][..]] {
-        stream.write_all(message).await.unwrap();
-        stream.flush().await.unwrap();
-        let mut echoed = vec![0u8; message.len()];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
-            .await
-            .expect("echo in time")
-            .expect("echo");
-        assert_eq!(echoed, message);
+        echo_through(stream, message).await;
     }
 }
 

@@ -38,19 +38,8 @@ async fn open_tunnel(gw: &Gateway) -> TlsStream<tokio::net::TcpStream> {
     }
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    echo_once(&mut stream, b"ping").await;
+    echo_through(&mut stream, b"ping").await;
     stream
-}
-
-async fn echo_once(stream: &mut TlsStream<tokio::net::TcpStream>, message: &[u8]) {
-    stream.write_all(message).await.unwrap();
-    stream.flush().await.unwrap();
-    let mut echoed = vec![0u8; message.len()];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
-        .await
-        .expect("echo in time")
-        .expect("echo");
-    assert_eq!(echoed, message);
 }
 
 /// Wait until the peer closes the stream (EOF or error); the time it took, or `None` if it
@@ -84,7 +73,7 @@ async fn an_open_tunnel_holds_its_connection_slot() {
     .await
     .expect("the gateway should close an over-cap connection at once");
     assert!(matches!(refused, Ok(0) | Err(_)), "{refused:?}");
-    echo_once(&mut tunnel, b"still open").await;
+    echo_through(&mut tunnel, b"still open").await;
     drop(tunnel);
     // Once the tunnel is gone its slot is free again.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -129,7 +118,7 @@ async fn an_idle_tunnel_is_closed_and_a_busy_one_kept() {
     let keep_busy = async {
         for _ in 0..8 {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            echo_once(&mut busy, b"tick").await;
+            echo_through(&mut busy, b"tick").await;
         }
         busy
     };
@@ -140,5 +129,5 @@ async fn an_idle_tunnel_is_closed_and_a_busy_one_kept() {
         idle_closed >= Duration::from_millis(800),
         "closed after {idle_closed:?}"
     );
-    echo_once(&mut busy, b"still here").await;
+    echo_through(&mut busy, b"still here").await;
 }

@@ -903,3 +903,20 @@ pub async fn start_redirecting_upstream() -> SocketAddr {
     });
     addr
 }
+
+/// Write `message` into an upgraded (WebSocket) stream and expect the echo upstream to send it
+/// back within 5 s.
+pub async fn echo_through<S>(stream: &mut S, message: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(message).await.expect("write");
+    stream.flush().await.expect("flush");
+    let mut echoed = vec![0u8; message.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(echoed, message);
+}
