@@ -504,10 +504,11 @@ async fn exp_is_required_numeric_and_checked_with_the_configured_leeway() {
     let replies = fx.get_all("/admin/x", &bad).await;
     assert_all_invalid(&replies);
     fx.assert_upstream_untouched("exp");
-    // Within the 30 s leeway: accepted.
+    // Within the 30 s leeway: accepted (issued 5 min before, the fixture's ttl: a token living
+    // longer than ttl + leeway is refused whatever its exp, THREATS J-09/J-12).
     let within = admin_claims_with(|c| {
         c.insert("exp".into(), json!(n - 10));
-        c.insert("iat".into(), json!(n - 400));
+        c.insert("iat".into(), json!(n - 310));
     });
     let reply = fx.get("/admin/x", &within).await;
     assert_eq!(reply.status, 200, "exp=now-10: {}", reply.text());

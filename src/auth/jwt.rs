@@ -104,6 +104,12 @@ pub enum TokenError {
     NotYetValid,
     #[error("issued in the future")]
     IssuedInFuture,
+    /// Valid for longer than `ttl` (+ leeway): the gateway never issues such a token.
+    #[error("lifetime longer than the maximum")]
+    LifetimeTooLong,
+    /// Issued longer ago than `ttl` (+ leeway).
+    #[error("issued too long ago")]
+    TooOld,
     #[error("wrong issuer")]
     WrongIssuer,
     #[error("wrong audience")]
@@ -363,8 +369,21 @@ impl TokenKeys {
         if claims.nbf.is_some_and(|nbf| nbf.0 > late_now) {
             return Err(TokenError::NotYetValid);
         }
-        if claims.iat.is_some_and(|iat| iat.0 > late_now) {
+        if claims.iat.as_ref().is_some_and(|iat| iat.0 > late_now) {
             return Err(TokenError::IssuedInFuture);
+        }
+        // Never trust a lifetime the gateway would not issue (RFC 8725 §3.10): a leaked or
+        // forged-by-insider ten-year token stops at `ttl`, and shortening `ttl` by reload
+        // shortens every token already out.
+        let max_lifetime = self.ttl.saturating_add(self.leeway);
+        if claims.exp.0 > now.saturating_add(max_lifetime) {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        if claims
+            .iat
+            .is_some_and(|iat| now > iat.0.saturating_add(max_lifetime))
+        {
+            return Err(TokenError::TooOld);
         }
         check_subject(&claims.sub)?;
         if claims
@@ -685,6 +704,15 @@ mod tests {
         assert!(verify(&k, &nbf_ok).is_ok());
         let iat = hs256(H, &claims(&format!(r#","iat":{}"#, NOW + 31)));
         assert_eq!(verify(&k, &iat).err(), Some(TokenError::IssuedInFuture));
+        // No lifetime or age beyond `ttl` + leeway (3600 + 30 here).
+        let expiring_at = |exp: u64| hs256(H, &format!(r#"{{"sub":"alice","exp":{exp}}}"#));
+        assert_eq!(
+            verify(&k, &expiring_at(NOW + 3631)).err(),
+            Some(TokenError::LifetimeTooLong)
+        );
+        assert!(verify(&k, &expiring_at(NOW + 3630)).is_ok());
+        let old = hs256(H, &claims(&format!(r#","iat":{}"#, NOW - 3631)));
+        assert_eq!(verify(&k, &old).err(), Some(TokenError::TooOld));
         let iat_ok = hs256(H, &claims(&format!(r#","iat":{}"#, NOW + 30)));
         assert!(verify(&k, &iat_ok).is_ok());
         let iat_str = hs256(H, &claims(r#","iat":"yesterday""#));
