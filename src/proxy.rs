@@ -91,8 +91,9 @@ const URL_HEADERS: [HeaderName; 2] = [header::LOCATION, header::CONTENT_LOCATION
 
 /// Point `Location` / `Content-Location` values at the upstream's own origin to the origin the
 /// client used (`https://` + its Host), as nginx's `proxy_redirect default` does: the client
-/// never learns the upstream's address, nor follows a redirect around the gateway. Path, query
-/// and fragment are kept; other absolute URLs and relative references pass unchanged.
+/// never learns the upstream's address, nor follows a redirect around the gateway. The same
+/// for `http://` + the client's Host (the app did not believe `X-Forwarded-Proto`). Path,
+/// query and fragment are kept; other absolute URLs and relative references pass unchanged.
 pub fn rewrite_upstream_urls(
     headers: &mut HeaderMap,
     upstream: &UpstreamTarget,
@@ -101,12 +102,18 @@ pub fn rewrite_upstream_urls(
     let UpstreamTarget::Http { scheme, authority } = upstream else {
         return;
     };
+    // An app that ignores `X-Forwarded-Proto` builds its URLs as `http://` + the Host it got:
+    // the client's own origin over plain HTTP, which the gateway never serves.
+    let client_origin = Authority::try_from(client_host.as_bytes()).ok();
     for name in URL_HEADERS {
         let Entry::Occupied(mut entry) = headers.entry(name) else {
             continue;
         };
         for value in entry.iter_mut() {
-            let Some(rest) = after_origin(value.as_bytes(), scheme, authority) else {
+            let url = value.as_bytes();
+            let Some(rest) = after_origin(url, scheme, authority)
+                .or_else(|| after_origin(url, &Scheme::HTTP, client_origin.as_ref()?))
+            else {
                 continue;
             };
             let mut url = Vec::with_capacity(8 + client_host.len() + rest.len());

@@ -575,11 +575,17 @@ async fn locations_at_the_upstream_origin_are_rewritten_to_the_origin_the_client
         (format!("HTTP://{up}/a/b#f"), "https://localhost/a/b#f"),
         (format!("http://{up}"), "https://localhost"),
         (format!("http://{up}?q"), "https://localhost?q"),
+        // An app behind a proxy that ignores X-Forwarded-Proto (Flask, Django by default)
+        // builds its own URLs as `http://` + the Host it was given: the client's origin over
+        // plain HTTP, which no one serves. It is the client's origin over https.
+        ("http://localhost/next".to_owned(), "https://localhost/next"),
+        ("HTTP://LocalHost/a?b".to_owned(), "https://localhost/a?b"),
     ];
     let kept = [
         format!("{other}/get"),
         format!("https://{up}/get"),
         format!("http://localhost:{port}/get"),
+        "http://localhost:81/get".to_owned(),
         format!("http://{up}.evil.test/get"),
         format!("http://user@{up}/get"),
         format!("//{up}/get"),
