@@ -963,17 +963,13 @@ async fn connections_over_the_cap_are_closed_at_once_and_slots_come_back() {
     drop(first);
     drop(idle);
     // Slots come back once connections end.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let client = gw.h1();
-        let attempt = tokio::spawn(async move { client.get("/public/x", &[]).await });
-        let reply = tokio::time::timeout(Duration::from_secs(2), attempt).await;
-        if matches!(&reply, Ok(Ok(r)) if r.status == http::StatusCode::OK) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slots were not released");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_answered(
+        &gw,
+        "/public/x",
+        Duration::from_secs(5),
+        "slots were not released",
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

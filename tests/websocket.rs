@@ -76,18 +76,13 @@ async fn an_open_tunnel_holds_its_connection_slot() {
     echo_through(&mut tunnel, b"still open").await;
     drop(tunnel);
     // Once the tunnel is gone its slot is free again.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        // A refused attempt panics inside the harness client: run it as its own task.
-        let client = gw.h1();
-        let attempt = tokio::spawn(async move { client.get("/public/x", &[]).await });
-        let reply = tokio::time::timeout(Duration::from_secs(2), attempt).await;
-        if matches!(&reply, Ok(Ok(r)) if r.status == http::StatusCode::OK) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the slot was not released");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_answered(
+        &gw,
+        "/public/x",
+        Duration::from_secs(5),
+        "the slot was not released",
+    )
+    .await;
 }
 
 #[tokio::test]

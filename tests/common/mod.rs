@@ -920,3 +920,21 @@ where
         .expect("echo");
     assert_eq!(echoed, message);
 }
+
+/// Wait until a fresh client gets 200 for `GET path` (for example once connection slots are
+/// free again); panics with `what` after `within`. A refused attempt panics inside the
+/// client, so each runs as its own task.
+pub async fn until_answered(gw: &Gateway, path: &str, within: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let client = gw.h1();
+        let path = path.to_owned();
+        let attempt = tokio::spawn(async move { client.get(&path, &[]).await });
+        let reply = tokio::time::timeout(Duration::from_secs(2), attempt).await;
+        if matches!(&reply, Ok(Ok(r)) if r.status == StatusCode::OK) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
