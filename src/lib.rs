@@ -18,13 +18,15 @@
 //! - [`proxy`], [`headers`], [`echo`]: forwarding, header hygiene, the built-in echo upstream;
 //!   [`tunnel`]: upgraded (WebSocket) connections.
 //! - [`request_body`]: slow-body deadline and size cap; [`write_deadline`]: stalled readers.
-//! - [`admin`], [`metrics`] ([`request_stats`] sharded per thread), [`access_log`]: operations.
+//! - [`admin`], [`metrics`] ([`request_stats`] sharded per thread), [`access_log`]: operations;
+//!   [`log_buffer`] and [`log_sink`]: per-thread batches to one writer, bounded in bytes.
 //!
 //! # Life of a request
-//! snapshot → hygiene (CONNECT/TRACE 405, Host rules) → normalise target (400) → login or
-//! logout endpoint? → match route (404, `deny` 403) → authenticate bearer (401) → authorise
-//! scopes (403) → rebuild headers → forward with the body guarded (408/413; 502/504) →
-//! access log.
+//! snapshot → raw-head facts (CL+TE, `#`: 400) → method (lowercase 400, CONNECT/TRACE 405) →
+//! Host rules (400) → normalise target (400) → login or logout endpoint? → match route (404,
+//! `deny` 403) → authenticate bearer (401) → authorise scopes (403) → rebuild headers →
+//! forward with the body guarded (408/413; 502/504) → access log. The steps from the method
+//! to the scopes are [`decision`]'s, shared with `portcullis explain`.
 
 #![forbid(unsafe_code)]
 
