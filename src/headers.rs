@@ -129,20 +129,20 @@ pub fn strip_response(headers: &mut HeaderMap) {
 /// bare addresses and cut at the first entry from the right that is not one (nothing left of
 /// it is believed), then the peer appended; otherwise the peer address alone.
 pub fn forwarded_for(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> String {
-    let mut chain: Vec<IpAddr> = Vec::new();
-    if peer_trusted {
-        chain.extend(forwarded_entries(headers).rev().map_while(parse_hop));
-        chain.reverse();
-    }
-    chain.push(peer);
     let mut out = String::new();
-    for (i, hop) in chain.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
+    // Writing to a String cannot fail. The chain is only collected behind a trusted proxy, so
+    // the common case costs one allocation.
+    if peer_trusted {
+        let mut chain: Vec<IpAddr> = forwarded_entries(headers)
+            .rev()
+            .map_while(parse_hop)
+            .collect();
+        chain.reverse();
+        for hop in chain {
+            let _ = write!(out, "{hop}, ");
         }
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{hop}");
     }
+    let _ = write!(out, "{peer}");
     out
 }
 

@@ -104,16 +104,19 @@ pub fn rewrite_upstream_urls(
     };
     // An app that ignores `X-Forwarded-Proto` builds its URLs as `http://` + the Host it got:
     // the client's own origin over plain HTTP, which the gateway never serves.
-    let client_origin = Authority::try_from(client_host.as_bytes()).ok();
+    // Parsed only when a URL header is there: most responses have none.
+    let mut client_origin: Option<Option<Authority>> = None;
     for name in URL_HEADERS {
         let Entry::Occupied(mut entry) = headers.entry(name) else {
             continue;
         };
         for value in entry.iter_mut() {
             let url = value.as_bytes();
-            let Some(rest) = after_origin(url, scheme, authority)
-                .or_else(|| after_origin(url, &Scheme::HTTP, client_origin.as_ref()?))
-            else {
+            let Some(rest) = after_origin(url, scheme, authority).or_else(|| {
+                let client = client_origin
+                    .get_or_insert_with(|| Authority::try_from(client_host.as_bytes()).ok());
+                after_origin(url, &Scheme::HTTP, client.as_ref()?)
+            }) else {
                 continue;
             };
             let mut url = Vec::with_capacity(8 + client_host.len() + rest.len());
