@@ -93,5 +93,60 @@ fn header_rewriting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, normalisation, tokens, header_rewriting);
+/// The raw HTTP/1 head scanner on adversarial input: its cost per byte must not grow with
+/// what came before (the old history search was quadratic on the first input).
+fn head_scanning(c: &mut Criterion) {
+    use criterion::Throughput;
+    use portcullis::framing::HeadScanner;
+
+    let line = "POST /public/burst ";
+    let padded = format!(
+        "POST /public/burst HTTP/1.1\r\nHost: gw.test\r\nX-Pad: {}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        line.repeat(12 * 1024 / line.len())
+    );
+    let chunked_body = {
+        let mut s = String::from("POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for _ in 0..1024 {
+            s.push_str("400\r\n");
+            s.push_str(&"GET /x HTTP/1.1\r\n\r\n".repeat(1024 / 19));
+            s.push_str(&"y".repeat(1024 - (1024 / 19) * 19));
+            s.push_str("\r\n");
+        }
+        s.push_str("0\r\n\r\n");
+        s
+    };
+    let tiny_pipelined = "GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(512);
+    let inputs = [
+        (
+            "padded_heads_256k",
+            padded.repeat(256 * 1024 / padded.len()),
+        ),
+        ("chunked_body_1m", chunked_body),
+        ("tiny_pipelined", tiny_pipelined),
+    ];
+    let mut group = c.benchmark_group("head_scanner");
+    for (name, input) in &inputs {
+        group.throughput(Throughput::Bytes(input.len() as u64));
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let mut scanner = HeadScanner::new(1024 * 1024);
+                // hyper reads in pieces; 4 KiB is a typical TLS record's plaintext.
+                for piece in input.as_bytes().chunks(4096) {
+                    scanner.feed(black_box(piece));
+                }
+                black_box(scanner.next_head())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    normalisation,
+    tokens,
+    header_rewriting,
+    head_scanning
+);
 criterion_main!(benches);

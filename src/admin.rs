@@ -14,11 +14,21 @@ use tokio::net::TcpListener;
 use crate::body::ResponseBody;
 use crate::state::Shared;
 
+/// Wait after a failed accept (as the serving listeners do).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Serve admin requests until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // EMFILE and friends fail again at once while the connection waits in the
+                // backlog: back off instead of spinning a core.
+                tracing::warn!(error = %err, "admin accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::authz::ScopeSet;
 use crate::config::{lint, reload, Config, LogFormat};
+use crate::decision::Destination;
+use crate::error::Failure;
+use crate::log_sink::{self, LogSink, LogSinkGuard};
 use crate::routes::Access;
 use crate::state::{Shared, Snapshot};
 
@@ -47,6 +51,10 @@ enum Command {
         /// Decide for this bearer token.
         #[arg(long)]
         token: Option<String>,
+        /// The request's Host, for host-scoped rules (none: only rules without `host:` match,
+        /// as for an HTTP/1.0 request without Host).
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Read a password from stdin and print its argon2id PHC string.
     HashPassword,
@@ -62,7 +70,15 @@ pub fn main(cli: Cli) -> ExitCode {
             path,
             scopes,
             token,
-        } => explain(&cli.config, &method, &path, scopes, token),
+            host,
+        } => {
+            let request = ExplainRequest {
+                method: &method,
+                target: &path,
+                host: host.as_deref(),
+            };
+            explain(&cli.config, &request, scopes, token)
+        }
         Command::HashPassword => hash_password(),
     }
 }
@@ -79,17 +95,19 @@ fn load_or_report(path: &Path) -> Option<Config> {
 
 /// Logs go through a dedicated writer thread so serving threads never block on stderr; the
 /// returned guard flushes it on exit.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_tracing(format: LogFormat) -> Option<LogSinkGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(64 * 1024)
-        // Buffered: the writer thread flushes once per batch it drains, so under load many
-        // lines share one write(2) instead of one each.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    // Buffered: the writer thread flushes once per batch it drains, so under load many
+    // lines share one write(2) instead of one each.
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = match LogSink::start(log_sink::DEFAULT_LIMIT_BYTES, stderr) {
+        Ok(pair) => pair,
+        Err(err) => {
+            eprintln!("error: cannot start the log writer: {err}");
+            return None;
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -98,7 +116,7 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
-    guard
+    Some(guard)
 }
 
 fn run(path: &Path) -> ExitCode {
@@ -206,83 +224,119 @@ fn check(path: &Path, strict: bool) -> ExitCode {
     }
 }
 
+/// What `explain` is asked about.
+struct ExplainRequest<'a> {
+    method: &'a str,
+    target: &'a str,
+    host: Option<&'a str>,
+}
+
+/// Print the decision the gateway would take, computed by the same functions the server
+/// calls ([`crate::decision`]), with the status it would answer.
 fn explain(
     path: &Path,
-    method: &str,
-    target: &str,
+    request: &ExplainRequest<'_>,
     scopes: Option<Vec<String>>,
     token: Option<String>,
 ) -> ExitCode {
     let Some(config) = load_or_report(path) else {
         return ExitCode::FAILURE;
     };
-    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
-        eprintln!("error: `{method}` is not an HTTP method");
+    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
+        eprintln!("error: `{}` is not an HTTP method token", request.method);
         return ExitCode::FAILURE;
     };
-    let raw_path = target.split('?').next().unwrap_or(target);
-    let normalised = match crate::path::normalise(raw_path) {
-        Ok(p) => p,
-        Err(err) => {
-            println!("path:     {raw_path}");
-            println!("decision: 400 Bad Request ({err})");
+    let target_path = request.target.split('?').next().unwrap_or(request.target);
+    let host = match request.host.map(crate::decision::routing_host).transpose() {
+        Ok(host) => host.unwrap_or_default(),
+        Err(failure) => return print_refusal(&failure),
+    };
+    let routed = match crate::decision::route(&config, &method, &host, target_path) {
+        Ok(routed) => routed,
+        Err(failure) => {
+            println!("path:     {target_path}");
+            return print_refusal(&failure);
+        }
+    };
+    println!("path:     {}", routed.path);
+    let endpoint = match routed.destination {
+        Destination::OptionsStar => {
+            println!("decision: 204 No Content (OPTIONS * is answered by the gateway)");
             return ExitCode::SUCCESS;
         }
-    };
-    println!("path:     {normalised}");
-    if normalised == config.login.path {
-        println!("endpoint: login (POST only)");
-        return ExitCode::SUCCESS;
-    }
-    let Some((index, route)) = config.routes.find(&method, "", &normalised) else {
-        println!("route:    none");
-        println!("decision: 404 Not Found (no route matches; nothing is forwarded)");
-        return ExitCode::SUCCESS;
-    };
-    println!("route:    #{} {} ({})", index + 1, route.id, route.pattern);
-    if let Some(host) = &route.host {
-        println!("note:     the route also requires Host {host}");
-    }
-    let keys = crate::auth::jwt::TokenKeys::new(config.tokens.clone());
-    let granted: Option<Vec<String>> = match (&scopes, &token) {
-        (Some(list), _) => Some(list.clone()),
-        (None, Some(token)) => match keys.verify(token, crate::service::unix_now()) {
-            Ok(verified) => {
-                println!(
-                    "token:    valid, sub={}, scope={}",
-                    verified.subject,
-                    verified.scopes.join(" ")
-                );
-                Some(verified.scopes)
-            }
-            Err(err) => {
-                println!("token:    invalid ({err})");
-                None
-            }
-        },
-        (None, None) => None,
-    };
-    let decision = match (&route.access, &granted) {
-        (Access::Deny, _) => "403 Forbidden (route denies everyone)".to_owned(),
-        (Access::Public, _) => format!(
-            "forwarded to `{}` (public route)",
-            route.upstream.as_deref().unwrap_or("?")
-        ),
-        (Access::Scopes(_), None) => {
-            "401 Unauthorized (a valid bearer token is required)".to_owned()
+        Destination::Login => "login",
+        Destination::Logout => "logout",
+        Destination::NoRoute => {
+            println!("route:    none");
+            return print_refusal(&Failure::NotFound);
         }
-        (Access::Scopes(requirement), Some(granted)) => {
-            let expanded = config.vocabulary.expand(granted.iter().map(String::as_str));
-            match requirement.check(&expanded, &config.vocabulary) {
-                Ok(()) => format!(
-                    "forwarded to `{}` (scopes satisfied)",
-                    route.upstream.as_deref().unwrap_or("?")
-                ),
-                Err(needed) => format!("403 Forbidden (insufficient scope; needs {needed})"),
-            }
+        Destination::Route { index, route } => {
+            println!("route:    #{} {} ({})", index + 1, route.id, route.pattern);
+            let granted = granted_scopes(&config, scopes, token);
+            return match crate::decision::authorise(&config, route, granted.as_ref()) {
+                Ok(()) => {
+                    let upstream = route.upstream.as_deref().unwrap_or("?");
+                    let why = match route.access {
+                        Access::Public => "public route",
+                        _ => "scopes satisfied",
+                    };
+                    println!("decision: forwarded to `{upstream}` ({why})");
+                    ExitCode::SUCCESS
+                }
+                Err(failure) => print_refusal(&failure),
+            };
         }
     };
-    println!("decision: {decision}");
+    println!("endpoint: {endpoint} (served by the gateway)");
+    match crate::decision::check_endpoint_method(&method) {
+        Ok(()) => println!("decision: answered by the {endpoint} endpoint"),
+        Err(failure) => {
+            print_refusal(&failure);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The caller's scopes, expanded through `implies`: given with `--scopes`, or from a token
+/// that verifies (revocations are not known here).
+fn granted_scopes(
+    config: &Config,
+    scopes: Option<Vec<String>>,
+    token: Option<String>,
+) -> Option<ScopeSet> {
+    let granted = match (scopes, token) {
+        (Some(list), _) => list,
+        (None, Some(token)) => {
+            let keys = crate::auth::jwt::TokenKeys::new(config.tokens.clone());
+            match keys.verify(&token, crate::service::unix_now()) {
+                Ok(verified) => {
+                    println!(
+                        "token:    valid, sub={}, scope={}",
+                        verified.subject,
+                        verified.scopes.join(" ")
+                    );
+                    verified.scopes
+                }
+                Err(err) => {
+                    println!("token:    invalid ({err})");
+                    return None;
+                }
+            }
+        }
+        (None, None) => return None,
+    };
+    Some(config.vocabulary.expand(granted.iter().map(String::as_str)))
+}
+
+/// A refusal as the gateway answers it: status, reason phrase and the body's description.
+fn print_refusal(failure: &Failure) -> ExitCode {
+    let status = failure.status();
+    println!(
+        "decision: {} {} ({})",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        failure.description()
+    );
     ExitCode::SUCCESS
 }
 

@@ -51,8 +51,14 @@ pub enum Failure {
     },
     #[error("too many attempts")]
     LockedOut { retry_after_secs: u64 },
+    /// This identity has used up an allowance (e.g. live revocations) for now.
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
     #[error("server busy")]
     Busy,
+    /// A bounded table (e.g. login regulation) is full and cannot take this request safely.
+    #[error("at capacity")]
+    Saturated { retry_after_secs: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -73,8 +79,10 @@ impl Failure {
             Failure::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::OAuth { status, .. } => *status,
-            Failure::LockedOut { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Failure::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::LockedOut { .. } | Failure::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Failure::Busy | Failure::Saturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,9 +101,15 @@ impl Failure {
             Failure::PayloadTooLarge | Failure::RequestTimeout => "reject",
             Failure::UpstreamUnavailable | Failure::UpstreamTimeout => "upstream_error",
             Failure::OAuth { .. } | Failure::LockedOut { .. } => "login_failed",
-            Failure::Busy => "busy",
+            Failure::RateLimited { .. } => "rate_limited",
+            Failure::Busy | Failure::Saturated { .. } => "busy",
             Failure::Internal => "error",
         }
+    }
+
+    /// The `error_description` the client is sent.
+    pub fn description(&self) -> String {
+        self.code_and_description().1
     }
 
     /// OAuth/RFC 6750 error code and a client-safe description (never echoes input).
@@ -137,9 +151,17 @@ impl Failure {
                 "too_many_attempts",
                 "too many failed attempts; try again later".to_owned(),
             ),
+            Failure::RateLimited { .. } => (
+                "too_many_requests",
+                "too many requests for this account; try again later".to_owned(),
+            ),
             Failure::Busy => (
                 "temporarily_unavailable",
                 "the server is busy; try again".to_owned(),
+            ),
+            Failure::Saturated { .. } => (
+                "temporarily_unavailable",
+                "the server is at capacity; try again later".to_owned(),
             ),
             Failure::Internal => ("server_error", "internal error".to_owned()),
         }
@@ -192,7 +214,9 @@ impl Failure {
                 // the way we think it is, or is the rest of a body nobody will read.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Failure::LockedOut { retry_after_secs } => {
+            Failure::LockedOut { retry_after_secs }
+            | Failure::Saturated { retry_after_secs }
+            | Failure::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Failure::Busy => {
@@ -202,7 +226,11 @@ impl Failure {
         }
         if matches!(
             self,
-            Failure::OAuth { .. } | Failure::LockedOut { .. } | Failure::Busy
+            Failure::OAuth { .. }
+                | Failure::LockedOut { .. }
+                | Failure::Busy
+                | Failure::Saturated { .. }
+                | Failure::RateLimited { .. }
         ) {
             no_store(headers);
         }

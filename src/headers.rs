@@ -5,10 +5,10 @@
 //! only then *adding* the gateway's own values, so no ordering of client headers can make a
 //! client value survive next to (or instead of) a gateway value.
 
-use std::fmt;
-use std::net::IpAddr;
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue};
 
 /// The identity headers the upstream may trust.
 pub const FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
@@ -125,21 +125,32 @@ pub fn strip_response(headers: &mut HeaderMap) {
     }
 }
 
-/// Build the `X-Forwarded-For` value: the peer's chain is believed only when the peer is a
-/// trusted proxy; otherwise the peer address alone.
-pub fn forwarded_for(incoming: Option<&str>, peer: IpAddr, peer_trusted: bool) -> String {
-    match incoming
-        .filter(|_| peer_trusted)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        Some(chain) => format!("{chain}, {peer}"),
-        None => peer.to_string(),
+/// Build the `X-Forwarded-For` value. Behind a trusted proxy its chain is kept, written as
+/// bare addresses and cut at the first entry from the right that is not one (nothing left of
+/// it is believed), then the peer appended; otherwise the peer address alone.
+pub fn forwarded_for(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> String {
+    let mut chain: Vec<IpAddr> = Vec::new();
+    if peer_trusted {
+        chain.extend(forwarded_entries(headers).rev().map_while(parse_hop));
+        chain.reverse();
     }
+    chain.push(peer);
+    let mut out = String::new();
+    for (i, hop) in chain.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{hop}");
+    }
+    out
 }
 
 /// The address login regulation keys on: the socket peer, or behind trusted proxies the
 /// rightmost hop that is not itself a trusted proxy.
+///
+/// The walk stops at an entry that is not an address: nothing to its left is believed, and
+/// as its real address is unknown, the proxy that reported it stands for it.
 pub fn client_address(
     headers: &HeaderMap,
     peer: IpAddr,
@@ -148,28 +159,75 @@ pub fn client_address(
     if !is_trusted(peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = headers
-        .get_all(&FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|h| h.trim().parse().ok())
-        .collect();
-    hops.into_iter()
-        .rev()
-        .find(|ip| !is_trusted(*ip))
-        .unwrap_or(peer)
+    let mut client = peer;
+    for entry in forwarded_entries(headers).rev() {
+        match parse_hop(entry) {
+            Some(ip) if is_trusted(ip) => client = ip,
+            Some(ip) => return ip,
+            None => return client,
+        }
+    }
+    client
 }
 
-/// Combine all `X-Forwarded-For` lines a (trusted) client sent into one list.
-pub fn joined_forwarded_for(headers: &HeaderMap) -> Option<String> {
-    let mut values = headers
+/// Every `X-Forwarded-For` list element in order, over all lines; empty elements are
+/// skipped as HTTP list syntax allows (RFC 9110 §5.6.1).
+fn forwarded_entries(headers: &HeaderMap) -> impl DoubleEndedIterator<Item = &[u8]> {
+    headers
         .get_all(&FORWARDED_FOR)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .peekable();
-    values.peek()?;
-    Some(values.collect::<Vec<_>>().join(", "))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|entry| !entry.is_empty())
+}
+
+/// One `X-Forwarded-For` element as a proxy writes it: `1.2.3.4`, `1.2.3.4:5678`,
+/// `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:443`. IPv4-mapped IPv6 is read as IPv4
+/// so it meets the same `trusted_proxies` ranges and lockout keys.
+fn parse_hop(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?;
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    let ip = match entry.strip_prefix('[') {
+        Some(rest) => {
+            let (inside, after) = rest.split_once(']')?;
+            if !after.is_empty() && !is_port(after.strip_prefix(':')?) {
+                return None;
+            }
+            IpAddr::V6(inside.parse::<Ipv6Addr>().ok()?)
+        }
+        None => {
+            let (host, port) = entry.split_once(':')?;
+            if !is_port(port) {
+                return None;
+            }
+            IpAddr::V4(host.parse::<Ipv4Addr>().ok()?)
+        }
+    };
+    Some(ip.to_canonical())
+}
+
+/// A TCP port in decimal.
+fn is_port(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_digit()) && text.parse::<u16>().is_ok()
+}
+
+/// Join several `cookie` fields into one with `; ` (RFC 9113 §8.2.3): an HTTP/2 client may
+/// split its cookies, but an HTTP/1.1 message carries at most one `Cookie` line.
+pub fn join_cookie_fields(headers: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return Ok(());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    let joined = HeaderValue::from_bytes(&joined)?;
+    headers.insert(header::COOKIE, joined);
+    Ok(())
 }
 
 /// The client's `X-Request-Id` when it is a sane token, otherwise a fresh one.
@@ -273,15 +331,69 @@ mod tests {
         assert!(h.contains_key("host"));
     }
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn forwarded_for_believes_only_trusted_peers() {
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(forwarded_for(Some("1.1.1.1"), peer, false), "10.0.0.1");
+        let peer = ip("10.0.0.1");
+        let h = map(&[("x-forwarded-for", "1.1.1.1")]);
+        assert_eq!(forwarded_for(&h, peer, false), "10.0.0.1");
+        assert_eq!(forwarded_for(&h, peer, true), "1.1.1.1, 10.0.0.1");
+        assert_eq!(forwarded_for(&map(&[]), peer, true), "10.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_for_joins_lines_drops_ports_and_cuts_at_an_unparsable_hop() {
+        let peer = ip("10.0.0.1");
+        let h = map(&[
+            ("x-forwarded-for", "1.1.1.1:80, [2001:db8::1]:443"),
+            ("x-forwarded-for", "2001:db8::2,, ::ffff:2.2.2.2"),
+        ]);
         assert_eq!(
-            forwarded_for(Some("1.1.1.1"), peer, true),
-            "1.1.1.1, 10.0.0.1"
+            forwarded_for(&h, peer, true),
+            "1.1.1.1, 2001:db8::1, 2001:db8::2, 2.2.2.2, 10.0.0.1"
         );
-        assert_eq!(forwarded_for(None, peer, true), "10.0.0.1");
+        let h = map(&[("x-forwarded-for", "6.6.6.6, unknown, 3.3.3.3")]);
+        assert_eq!(forwarded_for(&h, peer, true), "3.3.3.3, 10.0.0.1");
+        let h = map(&[("x-forwarded-for", "6.6.6.6, 3.3.3.3:99999")]);
+        assert_eq!(forwarded_for(&h, peer, true), "10.0.0.1");
+    }
+
+    #[test]
+    fn parse_hop_reads_the_forms_proxies_write_and_nothing_else() {
+        for (entry, want) in [
+            ("1.2.3.4", "1.2.3.4"),
+            ("1.2.3.4:5678", "1.2.3.4"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("::ffff:1.2.3.4", "1.2.3.4"),
+            ("[::ffff:1.2.3.4]:1", "1.2.3.4"),
+        ] {
+            assert_eq!(parse_hop(entry.as_bytes()), Some(ip(want)), "{entry}");
+        }
+        for entry in [
+            "unknown",
+            "_hidden",
+            "host.example",
+            "host.example:80",
+            "1.2.3.4:",
+            "1.2.3.4:+1",
+            "1.2.3.4:65536",
+            "1.2.3.4:80:80",
+            "1.2.3",
+            "[1.2.3.4]:80",
+            "[2001:db8::1]443",
+            "[2001:db8::1]:",
+            "[2001:db8::1",
+            "2001:db8::1:443:x",
+            "for=1.2.3.4",
+        ] {
+            assert_eq!(parse_hop(entry.as_bytes()), None, "{entry}");
+        }
+        assert_eq!(parse_hop(b"1.2.3.4\xff"), None);
     }
 
     #[test]
@@ -291,14 +403,57 @@ mod tests {
             ("x-forwarded-for", "10.0.0.2"),
         ]);
         let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        assert_eq!(client_address(&h, ip("10.0.0.1"), trusted), ip("8.8.8.8"));
+        assert_eq!(client_address(&h, ip("7.7.7.7"), trusted), ip("7.7.7.7"));
+    }
+
+    #[test]
+    fn client_address_reads_port_forms_and_never_skips_an_unparsable_hop() {
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let peer = ip("10.0.0.1");
+        let at = |xff: &str| client_address(&map(&[("x-forwarded-for", xff)]), peer, trusted);
+        assert_eq!(at("6.6.6.6, 8.8.8.8:5678"), ip("8.8.8.8"));
         assert_eq!(
-            client_address(&h, "10.0.0.1".parse().unwrap(), trusted),
-            "8.8.8.8".parse::<IpAddr>().unwrap()
+            at("6.6.6.6, [2001:db8::8]:443, 10.0.0.2:1"),
+            ip("2001:db8::8")
+        );
+        assert_eq!(at("6.6.6.6, 2001:db8::8"), ip("2001:db8::8"));
+        // The proxy that wrote the unparsable hop stands for it; 6.6.6.6 is never believed.
+        assert_eq!(at("6.6.6.6, unknown"), peer);
+        assert_eq!(at("6.6.6.6, garbage, 10.0.0.2"), ip("10.0.0.2"));
+        assert_eq!(at("6.6.6.6, 8.8.8.8:99999"), peer);
+        // Every hop trusted: the leftmost is the client as far as anyone can tell.
+        assert_eq!(at("10.0.0.3, 10.0.0.2"), ip("10.0.0.3"));
+        assert_eq!(at(""), peer);
+    }
+
+    #[test]
+    fn client_address_stops_at_a_line_that_is_not_text() {
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6")]);
+        h.append(
+            FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff1.2.3.4").unwrap(),
         );
         assert_eq!(
-            client_address(&h, "7.7.7.7".parse().unwrap(), trusted),
-            "7.7.7.7".parse::<IpAddr>().unwrap()
+            client_address(&h, ip("10.0.0.1"), |ip| ip.to_string().starts_with("10.")),
+            ip("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one_in_order() {
+        let mut h = map(&[("cookie", "a=1"), ("accept", "x"), ("cookie", "b=2; c=3")]);
+        join_cookie_fields(&mut h).unwrap();
+        let cookies: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(cookies, vec!["a=1; b=2; c=3"]);
+        assert!(h.contains_key("accept"));
+
+        let mut single = map(&[("cookie", "a=1")]);
+        join_cookie_fields(&mut single).unwrap();
+        assert_eq!(single.get_all("cookie").iter().count(), 1);
+        let mut none = map(&[("accept", "x")]);
+        join_cookie_fields(&mut none).unwrap();
+        assert!(!none.contains_key("cookie"));
     }
 
     #[test]

@@ -10,10 +10,13 @@
 //! - [`state`]: one immutable [`state::Snapshot`] per config generation behind one pointer.
 //! - [`server`]: thread-per-core workers, TLS handshake deadline, ALPN, graceful drain;
 //!   [`conn_activity`]: the HTTP/2 idle timeout.
-//! - [`service`]: the request pipeline; [`error`] turns every failure into a response.
-//! - [`path`], [`routes`], [`authz`]: pure canonicalisation, matching and scope logic.
+//! - [`service`]: the request pipeline; [`error`] turns every failure into a response;
+//!   [`framing`]: the raw HTTP/1 head facts hyper hides.
+//! - [`path`], [`routes`], [`authz`]: pure canonicalisation, matching and scope logic;
+//!   [`decision`]: the one decision function the server and `explain` share.
 //! - [`auth`]: tokens, password hashing, the login endpoint; [`limit`]: lockouts, revocations.
-//! - [`proxy`], [`headers`], [`echo`]: forwarding, header hygiene, the built-in echo upstream.
+//! - [`proxy`], [`headers`], [`echo`]: forwarding, header hygiene, the built-in echo upstream;
+//!   [`tunnel`]: upgraded (WebSocket) connections.
 //! - [`request_body`]: slow-body deadline and size cap; [`write_deadline`]: stalled readers.
 //! - [`admin`], [`metrics`] ([`request_stats`] sharded per thread), [`access_log`]: operations.
 //!
@@ -33,12 +36,14 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod conn_activity;
+pub mod decision;
 pub mod echo;
 pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod limit;
 pub mod log_buffer;
+pub mod log_sink;
 pub mod metrics;
 pub mod observed_io;
 pub mod path;
@@ -50,6 +55,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod tls;
+pub mod tunnel;
 pub mod write_deadline;
 
 pub use server::{bind, run};

@@ -4,8 +4,9 @@
 //! bounded, so neither a username spray nor a logout flood can grow memory without limit.
 //! Times are parameters so the logic is testable without sleeping.
 
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::time::Instant;
@@ -16,6 +17,9 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// A full table is swept at most this often, so a flood of new keys cannot make every
 /// failed login pay for a full scan.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+/// `Retry-After` for an attempt refused because earlier ones are still being checked:
+/// they settle within a hash or two.
+const SETTLING: Duration = Duration::from_secs(1);
 
 /// How many failures within `window` lock a key, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,16 +27,64 @@ pub struct LockoutPolicy {
     pub failures: u32,
     pub window: Duration,
     pub duration: Duration,
+    /// IPv6 clients are counted per network of this prefix length (1..=128), see
+    /// [`address_key`].
+    pub ipv6_prefix: u8,
+}
+
+/// The per-client lockout key for `ip`.
+///
+/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack socket reports) is the
+/// IPv4 address, so one client has one key whichever way it connects. Other IPv6 addresses
+/// are keyed by their `/ipv6_prefix` network: a single subscriber is routinely handed a
+/// whole /64 and could otherwise take a fresh address, and a fresh counter, per guess.
+pub fn address_key(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let prefix = ipv6_prefix.clamp(1, 128);
+            let mask = u128::MAX << (128 - u32::from(prefix));
+            let network = Ipv6Addr::from(u128::from(v6) & mask);
+            format!("{network}/{prefix}")
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     window_start: Instant,
     failures: u32,
+    /// Attempts admitted and still being checked: they hold a place below the threshold
+    /// until settled, so concurrent guesses cannot all start before the first one fails.
+    in_flight: u32,
     locked_until: Option<Instant>,
 }
 
 impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            window_start: now,
+            failures: 0,
+            in_flight: 0,
+            locked_until: None,
+        }
+    }
+
+    /// Start counting afresh once the window has elapsed or a lock has run out (call only
+    /// when not locked). Attempts in flight stay counted.
+    fn roll(&mut self, policy: &LockoutPolicy, now: Instant) {
+        if self.locked_until.is_some() || now >= self.window_start + policy.window {
+            self.window_start = now;
+            self.failures = 0;
+            self.locked_until = None;
+        }
+    }
+
+    /// Nothing worth remembering.
+    fn idle(&self) -> bool {
+        self.in_flight == 0 && self.failures == 0 && self.locked_until.is_none()
+    }
+
     fn lock_left(&self, now: Instant) -> Option<Duration> {
         self.locked_until
             .filter(|until| *until > now)
@@ -40,23 +92,51 @@ impl Entry {
     }
 
     fn expired(&self, policy: &LockoutPolicy, now: Instant) -> bool {
-        self.lock_left(now).is_none() && now >= self.window_start + policy.window
+        self.in_flight == 0
+            && self.lock_left(now).is_none()
+            && now >= self.window_start + policy.window
     }
+
+    /// When this entry will have expired, if nothing more happens to it (an attempt in
+    /// flight may free it at any moment).
+    fn expires_at(&self, policy: &LockoutPolicy, now: Instant) -> Instant {
+        if self.in_flight > 0 {
+            return now;
+        }
+        let window_end = self.window_start + policy.window;
+        self.locked_until
+            .map_or(window_end, |until| until.max(window_end))
+    }
+}
+
+/// Why a login may not go ahead. Both are answered before any password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key is locked, or enough attempts on it are still being checked to lock it;
+    /// retry after this (whole seconds, at least 1).
+    Locked(Duration),
+    /// The key is not tracked yet and the table is full of live entries, so a failure could
+    /// not be counted; retry after this, when the first entry is due to expire.
+    Full(Duration),
 }
 
 /// Counts failed logins per key with expiry and a size bound.
 ///
-/// Use one instance for usernames and another for client IPs (IPv6 keyed by /64), so a
-/// spray of usernames cannot crowd out per-IP tracking. When full (after purging expired
-/// entries) a *new* key is not tracked: existing entries, and so existing locks, are never
-/// evicted, so filling the table cannot unlock anyone; the untracked key is reported as not
-/// locked, and the per-IP table still counts the attacker's failures.
+/// Use one instance for usernames and another for client addresses (see [`address_key`]),
+/// so a spray of usernames cannot crowd out per-address tracking. Existing entries, and so
+/// existing locks, are never evicted: filling the table cannot unlock anyone. When it is
+/// full (after purging expired entries) a login for a key it does not track yet is refused
+/// ([`Refusal::Full`]) rather than let through uncounted: a flood of junk keys can then
+/// deny logins to new keys until entries expire, but never open unlimited guessing.
 #[derive(Debug)]
 pub struct Lockouts {
     policy: LockoutPolicy,
     max_keys: usize,
     entries: DashMap<String, Entry>,
     last_purge: Mutex<Option<Instant>>,
+    /// When the soonest entry left by the last purge expires: the `Retry-After` of a
+    /// [`Refusal::Full`].
+    room_at: Mutex<Option<Instant>>,
 }
 
 /// Whole seconds, rounded up, at least 1: for a `Retry-After` header.
@@ -83,7 +163,13 @@ impl Lockouts {
             max_keys,
             entries: DashMap::new(),
             last_purge: Mutex::new(None),
+            room_at: Mutex::new(None),
         }
+    }
+
+    /// The policy this table was built with.
+    pub fn policy(&self) -> &LockoutPolicy {
+        &self.policy
     }
 
     /// If locked, `Some(retry_after)` (whole seconds, at least 1).
@@ -94,44 +180,94 @@ impl Lockouts {
             .map(retry_after)
     }
 
-    /// Record a failure; `Some(retry_after)` if the key is now locked.
+    /// Count a login attempt against `key` before its password is checked; settle it with
+    /// [`Attempt::failed`] or [`Attempt::succeeded`].
+    ///
+    /// Refused while the key is locked, while the failures so far plus the attempts still
+    /// being checked reach the threshold (were those all wrong, the key would lock, so no
+    /// further guess may start until they settle), and for a new key when the table is full.
+    pub fn begin(&self, key: &str, now: Instant) -> Result<Attempt<'_>, Refusal> {
+        let key = bounded(key);
+        if let Some(mut entry) = self.entries.get_mut(key) {
+            self.take_slot(&mut entry, now)?;
+        } else {
+            self.room_for_new_key(now)?;
+            let mut entry = self
+                .entries
+                .entry(key.to_owned())
+                .or_insert_with(|| Entry::new(now));
+            self.take_slot(&mut entry, now)?;
+        }
+        Ok(Attempt {
+            table: self,
+            key: key.to_owned(),
+            settled: false,
+        })
+    }
+
+    fn take_slot(&self, e: &mut Entry, now: Instant) -> Result<(), Refusal> {
+        if let Some(left) = e.lock_left(now) {
+            return Err(Refusal::Locked(retry_after(left)));
+        }
+        e.roll(&self.policy, now);
+        let locking = !self.policy.duration.is_zero();
+        if locking && e.failures.saturating_add(e.in_flight) >= self.policy.failures {
+            return Err(Refusal::Locked(SETTLING));
+        }
+        e.in_flight += 1;
+        Ok(())
+    }
+
+    /// Give an attempt's place back; forget the key if nothing else holds it. Returns the
+    /// lock left on the key, if any.
+    fn release(&self, key: &str, now: Instant) -> Option<Duration> {
+        let left = self.entries.get_mut(key).and_then(|mut e| {
+            e.in_flight = e.in_flight.saturating_sub(1);
+            e.lock_left(now)
+        });
+        self.entries.remove_if(key, |_, e| e.idle());
+        left
+    }
+
+    /// Record a failure; `Ok(Some(retry_after))` if the key is now locked.
     ///
     /// The window starts at the first failure and resets once it elapses (or once a lock
     /// has run out); reaching `failures` within it locks the key for `duration`. Failures
     /// during an active lock return the remaining time but do not extend it, so an
     /// attacker cannot keep a victim locked any longer than by retrying after expiry.
-    /// A zero `duration` disables locking.
-    pub fn record_failure(&self, key: &str, now: Instant) -> Option<Duration> {
+    /// A zero `duration` disables locking. A new key is refused when the table is full.
+    pub fn record_failure(&self, key: &str, now: Instant) -> Result<Option<Duration>, Refusal> {
         let key = bounded(key);
         if let Some(mut entry) = self.entries.get_mut(key) {
-            return self.fail(&mut entry, now);
+            return Ok(self.fail(&mut entry, now));
         }
-        if self.entries.len() >= self.max_keys {
-            self.purge_throttled(now);
-            if self.entries.len() >= self.max_keys {
-                return None;
-            }
-        }
+        self.room_for_new_key(now)?;
         // Only now take the shard lock (`len` above reads every shard).
-        let mut entry = self.entries.entry(key.to_owned()).or_insert(Entry {
-            window_start: now,
-            failures: 0,
-            locked_until: None,
-        });
-        self.fail(&mut entry, now)
+        let mut entry = self
+            .entries
+            .entry(key.to_owned())
+            .or_insert_with(|| Entry::new(now));
+        Ok(self.fail(&mut entry, now))
+    }
+
+    fn room_for_new_key(&self, now: Instant) -> Result<(), Refusal> {
+        if self.entries.len() < self.max_keys {
+            return Ok(());
+        }
+        self.purge_throttled(now);
+        if self.entries.len() < self.max_keys {
+            return Ok(());
+        }
+        let room_at = *self.room_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let wait = room_at.map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
+        Err(Refusal::Full(retry_after(wait)))
     }
 
     fn fail(&self, e: &mut Entry, now: Instant) -> Option<Duration> {
         if let Some(left) = e.lock_left(now) {
             return Some(retry_after(left));
         }
-        if e.locked_until.is_some() || now >= e.window_start + self.policy.window {
-            *e = Entry {
-                window_start: now,
-                failures: 0,
-                locked_until: None,
-            };
-        }
+        e.roll(&self.policy, now);
         e.failures = e.failures.saturating_add(1);
         if e.failures >= self.policy.failures && !self.policy.duration.is_zero() {
             e.locked_until = Some(now + self.policy.duration);
@@ -146,15 +282,24 @@ impl Lockouts {
     /// this for the username key only.
     pub fn record_success(&self, key: &str) {
         let key = bounded(key);
-        self.entries.remove_if(key, |_, e| e.locked_until.is_none());
         if let Some(mut e) = self.entries.get_mut(key) {
             e.failures = 0;
         }
+        self.entries.remove_if(key, |_, e| e.idle());
     }
 
-    /// Drop entries whose window and lock are both over.
+    /// Drop entries whose window and lock are both over; note when the next one will be.
     pub fn purge_expired(&self, now: Instant) {
-        self.entries.retain(|_, e| !e.expired(&self.policy, now));
+        let mut soonest: Option<Instant> = None;
+        self.entries.retain(|_, e| {
+            if e.expired(&self.policy, now) {
+                return false;
+            }
+            let at = e.expires_at(&self.policy, now);
+            soonest = Some(soonest.map_or(at, |s| s.min(at)));
+            true
+        });
+        *self.room_at.lock().unwrap_or_else(PoisonError::into_inner) = soonest;
     }
 
     fn purge_throttled(&self, now: Instant) {
@@ -178,16 +323,77 @@ impl Lockouts {
     }
 }
 
+/// A login attempt counted against one key of one table while its password is checked.
+///
+/// Dropped unsettled (the check could not run, or the client went away before any answer)
+/// it is refunded: nothing was learned about the password.
+#[derive(Debug)]
+#[must_use = "an attempt holds its place until settled or dropped"]
+pub struct Attempt<'a> {
+    table: &'a Lockouts,
+    key: String,
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong: count the failure. `Some(retry_after)` if the key is locked.
+    pub fn failed(mut self, now: Instant) -> Option<Duration> {
+        self.settled = true;
+        let table = self.table;
+        // In-flight entries are never purged; `or_insert_with` only guards the impossible.
+        let mut entry = table
+            .entries
+            .entry(std::mem::take(&mut self.key))
+            .or_insert_with(|| Entry::new(now));
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        table.fail(&mut entry, now)
+    }
+
+    /// The password was right: give the place back. `Err(retry_after)` if the key was
+    /// locked while the password was being checked; that lock wins over the password.
+    pub fn succeeded(mut self, now: Instant) -> Result<(), Duration> {
+        self.settled = true;
+        match self.table.release(&self.key, now) {
+            Some(left) => Err(retry_after(left)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.table.release(&self.key, Instant::now());
+        }
+    }
+}
+
 /// Revoked token ids, kept until their token could no longer verify anyway.
 ///
 /// Entries stay [`Self::GRACE_SECS`] past the given expiry so that a token still accepted
 /// within the verifier's leeway stays revoked. Pass `exp`; add the leeway if it is larger
 /// than the grace.
+///
+/// The table is bounded overall and per subject: one account logging out over and over
+/// cannot fill it and so break logout for everyone else.
 #[derive(Debug)]
 pub struct Revocations {
     max: usize,
     entries: DashMap<String, u64>,
+    /// When each subject's revocations lapse (unix seconds), to cap how many it holds.
+    by_subject: DashMap<String, Vec<u64>>,
     last_purge: Mutex<u64>,
+}
+
+/// Why a revocation was not recorded. None is ever evicted to make room, and none is
+/// dropped silently: the caller must tell the client its token is still valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeRefusal {
+    /// The subject holds as many live revocations as it may; one lapses in this many
+    /// seconds (at least 1).
+    SubjectFull { retry_after_secs: u64 },
+    /// The whole table is full of live revocations.
+    TableFull,
 }
 
 impl Revocations {
@@ -198,39 +404,50 @@ impl Revocations {
         Self {
             max,
             entries: DashMap::new(),
+            by_subject: DashMap::new(),
             last_purge: Mutex::new(0),
         }
     }
 
-    /// Revoke `jti` until `expires_at_unix` (+ grace). Returns false if the table is full of
-    /// live revocations and this one could not be recorded: a revocation is never dropped
-    /// silently, and none is evicted to make room, so the caller must report the failure.
-    pub fn revoke(&self, jti: &str, expires_at_unix: u64) -> bool {
+    /// Revoke `jti`, a token of `subject`, until `expires_at_unix` (+ grace), unless
+    /// `subject` already holds `per_subject` live revocations or the table is full.
+    pub fn revoke(
+        &self,
+        subject: &str,
+        jti: &str,
+        expires_at_unix: u64,
+        now_unix: u64,
+        per_subject: usize,
+    ) -> Result<(), RevokeRefusal> {
         let jti = bounded(jti);
         if let Some(mut at) = self.entries.get_mut(jti) {
             *at = (*at).max(expires_at_unix);
-            return true;
+            return Ok(());
         }
         if self.entries.len() >= self.max {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if let Ok(mut last) = self.last_purge.try_lock() {
-                if *last != now {
-                    *last = now;
-                    drop(last);
-                    self.purge(now);
-                }
-            }
+            self.purge_throttled(now_unix);
             if self.entries.len() >= self.max {
-                return false;
+                return Err(RevokeRefusal::TableFull);
             }
         }
+        // Held while the entry is added, so concurrent logouts of one subject count right.
+        let mut lapses = self
+            .by_subject
+            .entry(bounded(subject).to_owned())
+            .or_default();
+        lapses.retain(|lapse| now_unix < *lapse);
+        if lapses.len() >= per_subject {
+            let first = lapses.iter().min().copied().unwrap_or(now_unix);
+            return Err(RevokeRefusal::SubjectFull {
+                retry_after_secs: first.saturating_sub(now_unix).max(1),
+            });
+        }
+        lapses.push(expires_at_unix.saturating_add(Self::GRACE_SECS));
         self.entries
             .entry(jti.to_owned())
             .and_modify(|at| *at = (*at).max(expires_at_unix))
             .or_insert(expires_at_unix);
-        true
+        Ok(())
     }
 
     pub fn is_revoked(&self, jti: &str, now_unix: u64) -> bool {
@@ -243,6 +460,23 @@ impl Revocations {
     pub fn purge(&self, now_unix: u64) {
         self.entries
             .retain(|_, at| now_unix < at.saturating_add(Self::GRACE_SECS));
+        self.by_subject.retain(|_, lapses| {
+            lapses.retain(|lapse| now_unix < *lapse);
+            !lapses.is_empty()
+        });
+    }
+
+    /// At most one sweep per second, and never two at once.
+    fn purge_throttled(&self, now_unix: u64) {
+        let Ok(mut last) = self.last_purge.try_lock() else {
+            return;
+        };
+        if *last == now_unix {
+            return;
+        }
+        *last = now_unix;
+        drop(last);
+        self.purge(now_unix);
     }
 
     pub fn len(&self) -> usize {
@@ -263,6 +497,7 @@ mod tests {
         failures: 3,
         window: Duration::from_secs(60),
         duration: Duration::from_secs(300),
+        ipv6_prefix: 64,
     };
 
     fn secs(n: u64) -> Duration {
@@ -273,10 +508,10 @@ mod tests {
     fn locks_after_n_failures_and_expires() {
         let l = Lockouts::new(POLICY, 10);
         let t0 = Instant::now();
-        assert_eq!(l.record_failure("alice", t0), None);
-        assert_eq!(l.record_failure("alice", t0 + secs(1)), None);
+        assert_eq!(l.record_failure("alice", t0), Ok(None));
+        assert_eq!(l.record_failure("alice", t0 + secs(1)), Ok(None));
         assert_eq!(l.locked("alice", t0 + secs(1)), None);
-        assert_eq!(l.record_failure("alice", t0 + secs(2)), Some(secs(300)));
+        assert_eq!(l.record_failure("alice", t0 + secs(2)), Ok(Some(secs(300))));
         assert_eq!(l.locked("alice", t0 + secs(2)), Some(secs(300)));
         assert_eq!(
             l.locked("alice", t0 + secs(2) + Duration::from_millis(1500)),
@@ -284,11 +519,14 @@ mod tests {
         );
         assert_eq!(l.locked("bob", t0 + secs(2)), None);
         // A failure during the lock does not extend it.
-        assert_eq!(l.record_failure("alice", t0 + secs(100)), Some(secs(202)));
+        assert_eq!(
+            l.record_failure("alice", t0 + secs(100)),
+            Ok(Some(secs(202)))
+        );
         assert_eq!(l.locked("alice", t0 + secs(301)), Some(secs(1)));
         assert_eq!(l.locked("alice", t0 + secs(302)), None);
         // After expiry the count starts afresh.
-        assert_eq!(l.record_failure("alice", t0 + secs(303)), None);
+        assert_eq!(l.record_failure("alice", t0 + secs(303)), Ok(None));
         assert_eq!(l.locked("alice", t0 + secs(303)), None);
     }
 
@@ -296,24 +534,24 @@ mod tests {
     fn window_resets() {
         let l = Lockouts::new(POLICY, 10);
         let t0 = Instant::now();
-        l.record_failure("k", t0);
-        l.record_failure("k", t0 + secs(59));
-        assert_eq!(l.record_failure("k", t0 + secs(60)), None); // new window: count 1
-        assert_eq!(l.record_failure("k", t0 + secs(61)), None);
-        assert!(l.record_failure("k", t0 + secs(62)).is_some());
+        let _ = l.record_failure("k", t0);
+        let _ = l.record_failure("k", t0 + secs(59));
+        assert_eq!(l.record_failure("k", t0 + secs(60)), Ok(None)); // new window: count 1
+        assert_eq!(l.record_failure("k", t0 + secs(61)), Ok(None));
+        assert!(matches!(l.record_failure("k", t0 + secs(62)), Ok(Some(_))));
     }
 
     #[test]
     fn success_clears_counter_but_not_lock() {
         let l = Lockouts::new(POLICY, 10);
         let t0 = Instant::now();
-        l.record_failure("k", t0);
-        l.record_failure("k", t0);
+        let _ = l.record_failure("k", t0);
+        let _ = l.record_failure("k", t0);
         l.record_success("k");
         assert_eq!(l.len(), 0);
-        assert_eq!(l.record_failure("k", t0), None);
-        l.record_failure("k", t0);
-        assert!(l.record_failure("k", t0).is_some());
+        assert_eq!(l.record_failure("k", t0), Ok(None));
+        let _ = l.record_failure("k", t0);
+        assert!(matches!(l.record_failure("k", t0), Ok(Some(_))));
         l.record_success("k");
         assert!(l.locked("k", t0).is_some());
     }
@@ -329,7 +567,7 @@ mod tests {
             10,
         );
         let t0 = Instant::now();
-        assert_eq!(l.record_failure("k", t0), None);
+        assert_eq!(l.record_failure("k", t0), Ok(None));
         assert_eq!(l.locked("k", t0), None);
     }
 
@@ -340,9 +578,11 @@ mod tests {
         let mut rng = rand::rng();
         for _ in 0..200_000 {
             let key = format!("{:016x}", rng.random::<u64>());
-            l.record_failure(&key, t0);
+            let _ = l.record_failure(&key, t0);
         }
         assert_eq!(l.len(), 100_000);
+        // A new key is refused, not silently left uncounted.
+        assert!(matches!(l.record_failure("new", t0), Err(Refusal::Full(_))));
         // Existing keys still count and lock while full.
         let known = l
             .entries
@@ -350,50 +590,213 @@ mod tests {
             .next()
             .map(|e| e.key().clone())
             .expect("a key");
-        l.record_failure(&known, t0);
-        assert!(l.record_failure(&known, t0).is_some());
+        let _ = l.record_failure(&known, t0);
+        assert!(matches!(l.record_failure(&known, t0), Ok(Some(_))));
         // Once windows elapse, a new key triggers a purge and is tracked.
-        l.record_failure("late", t0 + secs(61));
+        let _ = l.record_failure("late", t0 + secs(61));
         assert!(l.len() <= 2);
         assert!(l.entries.contains_key("late"));
         l.purge_expired(t0 + secs(400));
         assert!(l.is_empty());
     }
 
+    /// Begin and at once refund an attempt.
+    fn admit(l: &Lockouts, key: &str, now: Instant) -> Result<(), Refusal> {
+        l.begin(key, now).map(drop)
+    }
+
+    #[test]
+    fn attempts_beyond_the_threshold_are_refused_while_earlier_ones_are_checked() {
+        let l = Lockouts::new(POLICY, 10);
+        let t0 = Instant::now();
+        let [a1, a2, a3] = ["k"; 3].map(|k| l.begin(k, t0).expect("admitted"));
+        // Were the three all wrong the key would lock: a fourth guess may not start.
+        assert_eq!(admit(&l, "k", t0), Err(Refusal::Locked(secs(1))));
+        assert_eq!(a1.failed(t0 + secs(1)), None);
+        assert_eq!(a2.failed(t0 + secs(1)), None);
+        assert_eq!(admit(&l, "k", t0 + secs(1)), Err(Refusal::Locked(secs(1))));
+        assert_eq!(a3.failed(t0 + secs(2)), Some(secs(300)));
+        assert_eq!(
+            admit(&l, "k", t0 + secs(2)),
+            Err(Refusal::Locked(secs(300)))
+        );
+        // Other keys are unaffected.
+        assert_eq!(admit(&l, "other", t0 + secs(2)), Ok(()));
+    }
+
+    #[test]
+    fn refunded_and_successful_attempts_give_their_place_back() {
+        let l = Lockouts::new(POLICY, 10);
+        let t0 = Instant::now();
+        let [a1, a2, a3] = ["k"; 3].map(|k| l.begin(k, t0).expect("admitted"));
+        drop(a1); // the check never ran
+        let a4 = l.begin("k", t0).expect("the refunded place is free again");
+        assert_eq!(a2.succeeded(t0), Ok(()));
+        assert_eq!(a3.failed(t0), None);
+        assert_eq!(a4.succeeded(t0), Ok(()));
+        assert_eq!(l.len(), 1, "the failure is remembered");
+        l.record_success("k");
+        assert!(l.is_empty(), "nothing left to remember");
+        // A lone successful attempt leaves nothing behind either.
+        l.begin("fresh", t0)
+            .expect("admitted")
+            .succeeded(t0)
+            .expect("not locked");
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn a_right_password_whose_check_ends_after_the_key_locked_is_refused() {
+        let l = Lockouts::new(POLICY, 10);
+        let t0 = Instant::now();
+        let right = l.begin("k", t0).expect("admitted");
+        // Meanwhile the key is locked (failures counted outside this attempt's places).
+        for i in 1..=3 {
+            let _ = l.record_failure("k", t0 + secs(i));
+        }
+        assert_eq!(right.succeeded(t0 + secs(4)), Err(secs(299)));
+        assert_eq!(l.locked("k", t0 + secs(4)), Some(secs(299)));
+    }
+
+    #[test]
+    fn without_locking_attempts_are_never_refused_for_being_in_flight() {
+        let l = Lockouts::new(
+            LockoutPolicy {
+                duration: Duration::ZERO,
+                ..POLICY
+            },
+            10,
+        );
+        let t0 = Instant::now();
+        let held: Vec<_> = (0..10)
+            .map(|_| l.begin("k", t0).expect("admitted"))
+            .collect();
+        assert_eq!(held.len(), 10);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_keys_until_an_entry_expires_and_still_counts_old_ones() {
+        let l = Lockouts::new(POLICY, 2);
+        let t0 = Instant::now();
+        assert_eq!(l.record_failure("a", t0), Ok(None));
+        assert_eq!(l.record_failure("b", t0 + secs(10)), Ok(None));
+        // `a`'s window (60 s) ends first.
+        assert_eq!(admit(&l, "c", t0 + secs(20)), Err(Refusal::Full(secs(40))));
+        assert_eq!(
+            l.record_failure("c", t0 + secs(20)),
+            Err(Refusal::Full(secs(40)))
+        );
+        assert_eq!(l.len(), 2);
+        // Tracked keys are admitted, and still count and lock.
+        assert_eq!(admit(&l, "a", t0 + secs(21)), Ok(()));
+        assert_eq!(l.record_failure("a", t0 + secs(21)), Ok(None));
+        assert_eq!(l.record_failure("a", t0 + secs(22)), Ok(Some(secs(300))));
+        assert_eq!(
+            admit(&l, "a", t0 + secs(22)),
+            Err(Refusal::Locked(secs(300)))
+        );
+        // `a` is now held by its lock: the next room is `b`'s, at t0 + 70 s.
+        assert_eq!(admit(&l, "c", t0 + secs(61)), Err(Refusal::Full(secs(9))));
+        assert_eq!(admit(&l, "c", t0 + secs(70)), Ok(()));
+        assert_eq!(l.record_failure("c", t0 + secs(70)), Ok(None));
+        assert!(l.entries.contains_key("a") && l.entries.contains_key("c"));
+    }
+
     #[test]
     fn long_keys_are_bounded() {
         let l = Lockouts::new(POLICY, 10);
         let key = "é".repeat(1000);
-        l.record_failure(&key, Instant::now());
+        let _ = l.record_failure(&key, Instant::now());
         assert!(l.entries.iter().all(|e| e.key().len() <= MAX_KEY_BYTES));
     }
+
+    fn key(ip: &str, prefix: u8) -> String {
+        address_key(ip.parse().expect("an IP address"), prefix)
+    }
+
+    #[test]
+    fn ipv6_addresses_in_one_prefix_share_a_key() {
+        let a = key("2001:db8:1:2::1", 64);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, key("2001:db8:1:2:ffff:ffff:ffff:ffff", 64));
+        assert_ne!(a, key("2001:db8:1:3::1", 64));
+        assert_eq!(key("2001:db8:1:2::1", 48), key("2001:db8:1:ffff::1", 48));
+        assert_ne!(key("2001:db8::1", 128), key("2001:db8::2", 128));
+        assert_eq!(key("2001:db8::1", 128), "2001:db8::1/128");
+        assert_eq!(key("2001:db8::1", 1), "::/1");
+        assert_eq!(key("ffff::1", 1), "8000::/1");
+        // Out-of-range prefixes (refused by the config) are clamped, never a panic.
+        assert_eq!(key("2001:db8::1", 0), "::/1");
+        assert_eq!(key("2001:db8::1", 200), "2001:db8::1/128");
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_the_ipv4_address() {
+        assert_eq!(key("::ffff:192.0.2.7", 64), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7", 64), key("192.0.2.7", 64));
+        assert_ne!(key("::ffff:192.0.2.7", 64), key("::ffff:192.0.2.8", 64));
+        // Only the mapped form is IPv4; other IPv6 stays IPv6.
+        assert_eq!(key("64:ff9b::c000:207", 64), "64:ff9b::/64");
+    }
+
+    const CAP: usize = 1_000;
 
     #[test]
     fn revocation_expiry() {
         let r = Revocations::new(2);
-        assert!(r.revoke("a", 1000));
+        assert_eq!(r.revoke("alice", "a", 1000, 0, CAP), Ok(()));
         assert!(r.is_revoked("a", 999));
         assert!(r.is_revoked("a", 1000 + Revocations::GRACE_SECS - 1));
         assert!(!r.is_revoked("a", 1000 + Revocations::GRACE_SECS));
         assert!(!r.is_revoked("b", 0));
         r.purge(1000 + Revocations::GRACE_SECS);
         assert!(r.is_empty());
+        assert!(r.by_subject.is_empty());
     }
 
     #[test]
     fn revocations_bounded_without_dropping_live_ones() {
         let r = Revocations::new(2);
         let far = u64::MAX - 1;
-        assert!(r.revoke("a", far));
-        assert!(r.revoke("b", far));
-        assert!(!r.revoke("c", far));
-        assert!(r.revoke("a", far)); // already present: fine
+        assert_eq!(r.revoke("alice", "a", far, 0, CAP), Ok(()));
+        assert_eq!(r.revoke("bob", "b", far, 0, CAP), Ok(()));
+        assert_eq!(
+            r.revoke("carol", "c", far, 0, CAP),
+            Err(RevokeRefusal::TableFull)
+        );
+        assert_eq!(r.revoke("alice", "a", far, 0, CAP), Ok(())); // already present: fine
         assert_eq!(r.len(), 2);
         assert!(r.is_revoked("a", 0) && r.is_revoked("b", 0));
-        // Expired (by the wall clock) entries make room.
+        // Expired entries make room.
         let r = Revocations::new(1);
-        assert!(r.revoke("old", 1));
-        assert!(r.revoke("new", far));
-        assert!(r.is_revoked("new", 0));
+        assert_eq!(r.revoke("alice", "old", 1, 0, CAP), Ok(()));
+        let now = 1 + Revocations::GRACE_SECS;
+        assert_eq!(r.revoke("alice", "new", far, now, CAP), Ok(()));
+        assert!(r.is_revoked("new", now));
+    }
+
+    #[test]
+    fn one_subject_cannot_hold_more_than_its_share_and_others_are_unaffected() {
+        let r = Revocations::new(100);
+        let now = 1_000;
+        for i in 0..3 {
+            let jti = format!("a{i}");
+            assert_eq!(r.revoke("alice", &jti, now + 100 + i, now, 3), Ok(()));
+        }
+        // The soonest of alice's lapses at its exp (now + 100) + grace.
+        let full = RevokeRefusal::SubjectFull {
+            retry_after_secs: 100 + Revocations::GRACE_SECS,
+        };
+        assert_eq!(r.revoke("alice", "a3", now + 900, now, 3), Err(full));
+        assert!(!r.is_revoked("a3", now), "refused means not revoked");
+        assert_eq!(r.revoke("bob", "b0", now + 100, now, 3), Ok(()));
+        // Revoking an already revoked token again takes no new place.
+        assert_eq!(r.revoke("alice", "a0", now + 100, now, 3), Ok(()));
+        // A lower cap (after a reload) applies at once.
+        assert!(r.revoke("bob", "b1", now + 100, now, 1).is_err());
+        // Once alice's first revocation lapses she has room again.
+        let later = now + 100 + Revocations::GRACE_SECS;
+        assert_eq!(r.revoke("alice", "a3", later + 900, later, 3), Ok(()));
+        assert!(r.is_revoked("a3", later));
     }
 }

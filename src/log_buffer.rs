@@ -11,17 +11,17 @@ use std::io::{self, Write};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
+use crate::log_sink::LogSink;
 
 /// Hand the buffer over once it holds this much.
 const FLUSH_BYTES: usize = 32 * 1024;
 /// Longest a line waits in a quiet thread's buffer.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
-static SINK: OnceLock<(NonBlocking, LogFormat)> = OnceLock::new();
+static SINK: OnceLock<(LogSink, LogFormat)> = OnceLock::new();
 
 thread_local! {
     /// `Some` on threads that batch (serving threads, once a sink exists).
@@ -35,7 +35,7 @@ pub struct BatchingWriter;
 impl BatchingWriter {
     /// Route log output to `sink` (the non-blocking writer thread); `format` is what the
     /// subscriber renders, so hand-rendered lines ([`write_line`]) can match it.
-    pub fn new(sink: NonBlocking, format: LogFormat) -> Self {
+    pub fn new(sink: LogSink, format: LogFormat) -> Self {
         let _ = SINK.set((sink, format));
         BatchingWriter
     }
@@ -67,7 +67,7 @@ impl Write for LineWriter {
         });
         if !buffered {
             if let Some((sink, _)) = SINK.get() {
-                sink.clone().write_all(line)?;
+                sink.submit(line);
             }
         }
         Ok(line.len())
@@ -83,7 +83,7 @@ fn hand_over(bytes: &mut Vec<u8>) {
         return;
     }
     if let Some((sink, _)) = SINK.get() {
-        let _ = sink.clone().write_all(bytes);
+        sink.submit(bytes);
     }
     bytes.clear();
 }

@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::error::Error as _;
 use std::time::Duration;
 
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::Upstream;
+use crate::config::{Upstream, UpstreamTarget};
 use crate::error::Failure;
 use crate::request_body::{BodyError, GuardedBody};
 
@@ -84,20 +86,214 @@ fn classify(err: &hyper_util::client::legacy::Error) -> Failure {
     Failure::UpstreamUnavailable
 }
 
-/// After both sides agreed to switch protocols, copy bytes both ways until either closes.
-pub fn tunnel(client_side: hyper::upgrade::OnUpgrade, upstream_side: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
-            Ok(pair) => pair,
-            Err(err) => {
-                tracing::debug!(error = %err, "upgrade failed");
-                return;
-            }
+/// Response headers that may carry the upstream's own URL back to the client.
+const URL_HEADERS: [HeaderName; 2] = [header::LOCATION, header::CONTENT_LOCATION];
+
+/// Point `Location` / `Content-Location` values at the upstream's own origin to the origin the
+/// client used (`https://` + its Host), as nginx's `proxy_redirect default` does: the client
+/// never learns the upstream's address, nor follows a redirect around the gateway. Path, query
+/// and fragment are kept; other absolute URLs and relative references pass unchanged.
+pub fn rewrite_upstream_urls(
+    headers: &mut HeaderMap,
+    upstream: &UpstreamTarget,
+    client_host: &HeaderValue,
+) {
+    let UpstreamTarget::Http { scheme, authority } = upstream else {
+        return;
+    };
+    for name in URL_HEADERS {
+        let Entry::Occupied(mut entry) = headers.entry(name) else {
+            continue;
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(error = %err, "upgrade tunnel closed with an error");
+        for value in entry.iter_mut() {
+            let Some(rest) = after_origin(value.as_bytes(), scheme, authority) else {
+                continue;
+            };
+            let mut url = Vec::with_capacity(8 + client_host.len() + rest.len());
+            url.extend_from_slice(b"https://");
+            url.extend_from_slice(client_host.as_bytes());
+            url.extend_from_slice(rest);
+            // Both parts came from valid header values, so this cannot fail.
+            if let Ok(url) = HeaderValue::from_bytes(&url) {
+                *value = url;
+            }
         }
-    });
+    }
+}
+
+/// What follows the origin in `url` (path, query, fragment; maybe empty) when `url` is an
+/// absolute URL at `scheme://authority`; `None` for any other URL or a relative reference.
+fn after_origin<'u>(url: &'u [u8], scheme: &Scheme, authority: &Authority) -> Option<&'u [u8]> {
+    let scheme_name = scheme.as_str().as_bytes();
+    let head = url.get(..scheme_name.len())?;
+    let rest = url[scheme_name.len()..].strip_prefix(b"://")?;
+    if !head.eq_ignore_ascii_case(scheme_name) {
+        return None;
+    }
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let (url_authority, tail) = rest.split_at(end);
+    let default = default_port(scheme);
+    let (host, port) = split_authority(url_authority, default)?;
+    let same = host.eq_ignore_ascii_case(authority.host().as_bytes())
+        && port == authority.port_u16().or(default);
+    same.then_some(tail)
+}
+
+/// `host[:port]` of a URL's authority, the port resolved against the scheme's default (an
+/// empty port means the default, RFC 3986 §3.2.3). `None` for userinfo or a malformed port.
+fn split_authority(authority: &[u8], default: Option<u16>) -> Option<(&[u8], Option<u16>)> {
+    if authority.contains(&b'@') {
+        return None;
+    }
+    let host_end = match authority.first() {
+        Some(b'[') => authority.iter().position(|b| *b == b']')? + 1,
+        _ => authority
+            .iter()
+            .position(|b| *b == b':')
+            .unwrap_or(authority.len()),
+    };
+    let (host, port) = authority.split_at(host_end);
+    let port = match port {
+        b"" | b":" => default,
+        [b':', digits @ ..] if digits.iter().all(u8::is_ascii_digit) => {
+            Some(std::str::from_utf8(digits).ok()?.parse().ok()?)
+        }
+        _ => return None,
+    };
+    Some((host, port))
+}
+
+fn default_port(scheme: &Scheme) -> Option<u16> {
+    if *scheme == Scheme::HTTP {
+        Some(80)
+    } else if *scheme == Scheme::HTTPS {
+        Some(443)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(upstream: &str, value: &str) -> String {
+        let uri: http::Uri = upstream.parse().unwrap();
+        let target = UpstreamTarget::Http {
+            scheme: uri.scheme().unwrap().clone(),
+            authority: uri.authority().unwrap().clone(),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, HeaderValue::from_str(value).unwrap());
+        headers.insert(
+            header::CONTENT_LOCATION,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        rewrite_upstream_urls(
+            &mut headers,
+            &target,
+            &HeaderValue::from_static("gw.test:8443"),
+        );
+        let location = headers[header::LOCATION].to_str().unwrap().to_owned();
+        assert_eq!(headers[header::CONTENT_LOCATION], location.as_str());
+        location
+    }
+
+    #[test]
+    fn urls_at_the_upstream_origin_point_at_the_client_origin() {
+        for (upstream, value, want) in [
+            (
+                "http://127.0.0.1:18001",
+                "http://127.0.0.1:18001/get",
+                "https://gw.test:8443/get",
+            ),
+            (
+                "http://127.0.0.1:18001",
+                "HTTP://127.0.0.1:18001/a?b#c",
+                "https://gw.test:8443/a?b#c",
+            ),
+            (
+                "http://127.0.0.1:18001",
+                "http://127.0.0.1:18001",
+                "https://gw.test:8443",
+            ),
+            (
+                "http://127.0.0.1:18001",
+                "http://127.0.0.1:18001?q",
+                "https://gw.test:8443?q",
+            ),
+            (
+                "http://App.Internal",
+                "http://app.internal:80/x",
+                "https://gw.test:8443/x",
+            ),
+            (
+                "http://app.internal:80",
+                "http://APP.internal/x",
+                "https://gw.test:8443/x",
+            ),
+            (
+                "http://app.internal",
+                "http://app.internal:/x",
+                "https://gw.test:8443/x",
+            ),
+            (
+                "http://[::1]:9000",
+                "http://[::1]:9000/x",
+                "https://gw.test:8443/x",
+            ),
+            (
+                "https://app.internal",
+                "https://app.internal:443/x",
+                "https://gw.test:8443/x",
+            ),
+        ] {
+            assert_eq!(rewritten(upstream, value), want, "{upstream} {value}");
+        }
+    }
+
+    #[test]
+    fn other_urls_and_relative_references_pass_unchanged() {
+        for value in [
+            "http://127.0.0.1:18002/get",
+            "http://127.0.0.1/get",
+            "https://127.0.0.1:18001/get",
+            "http://localhost:18001/get",
+            "http://127.0.0.1:18001.evil.test/get",
+            "http://user@127.0.0.1:18001/get",
+            "http://127.0.0.1:018001x/get",
+            "http://127.0.0.1:99999/get",
+            "http:127.0.0.1:18001/get",
+            "//127.0.0.1:18001/get",
+            "/get?x=http://127.0.0.1:18001/",
+            "get",
+            "",
+            "https://example.test/",
+        ] {
+            assert_eq!(rewritten("http://127.0.0.1:18001", value), value);
+        }
+        assert_eq!(
+            rewritten("http://app.internal:8080", "http://app.internal/x"),
+            "http://app.internal/x"
+        );
+        assert_eq!(
+            rewritten("http://[::1]:9000", "http://[::2]:9000/x"),
+            "http://[::2]:9000/x"
+        );
+    }
+
+    #[test]
+    fn the_echo_upstream_has_no_origin_to_rewrite() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, HeaderValue::from_static("http://x/"));
+        rewrite_upstream_urls(
+            &mut headers,
+            &UpstreamTarget::Echo,
+            &HeaderValue::from_static("h"),
+        );
+        assert_eq!(headers[header::LOCATION], "http://x/");
+    }
 }

@@ -85,8 +85,9 @@ fn literal_byte(b: u8) -> bool {
 }
 
 /// Whether `esc` (starting at a `%`) is spelled as `crate::path` canonicalises it: uppercase
-/// hex, never an unreserved byte or `/`, and a `%25` before hex digits gives them uppercase too.
-/// Any other spelling could never match, which for a deny rule would fail open.
+/// hex, never an unreserved byte or `/`. (What follows an escape is a literal, kept byte for
+/// byte: `%252e` and `%252E` are different paths.) Any other spelling could never match,
+/// which for a deny rule would fail open.
 fn canonical_escape(esc: &[u8]) -> bool {
     let hex = |i: usize| match esc.get(i) {
         Some(&b @ b'0'..=b'9') => Some(b - b'0'),
@@ -98,11 +99,7 @@ fn canonical_escape(esc: &[u8]) -> bool {
     };
     let d = (hi << 4) | lo;
     let unreserved = d.is_ascii_alphanumeric() || b"-._~".contains(&d);
-    let lower_after_25 = d == 0x25
-        && esc.get(3..5).is_some_and(|h| {
-            h.iter().all(u8::is_ascii_hexdigit) && h.iter().any(u8::is_ascii_lowercase)
-        });
-    !unreserved && d != b'/' && !lower_after_25
+    !unreserved && d != b'/'
 }
 
 fn parse_pattern(pattern: &str) -> Result<Vec<Seg<'_>>, PatternError> {
@@ -578,6 +575,16 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_percent_keeps_the_literal_after_it() {
+        check(
+            "deny /a%252e\n/a%252E\n/**",
+            "GET - /a%252e => 0
+             GET - /a%252E => 1
+             GET - /a%2e => 2",
+        );
+    }
+
+    #[test]
     fn pattern_errors() {
         use PatternError as E;
         let cases = [
@@ -598,7 +605,6 @@ mod tests {
             ("/a%41", "BadPercent"),
             ("/a%7E", "BadPercent"),
             ("/a%3a", "BadPercent"),
-            ("/a%252e", "BadPercent"),
             ("/a/../b", "DotSegment"),
         ];
         for (pattern, variant) in cases {

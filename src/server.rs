@@ -18,10 +18,11 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn_activity::Activity;
-use crate::framing::RecentBytes;
+use crate::framing::RawHeads;
 use crate::observed_io::Observed;
 use crate::service::{self, ConnInfo};
 use crate::state::Shared;
+use crate::tunnel::TunnelSlot;
 use crate::write_deadline::WriteDeadline;
 
 /// Bind `workers` listening sockets on `addr` with `SO_REUSEPORT`, so each worker accepts on
@@ -203,7 +204,11 @@ async fn serve_connection(
     };
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     if is_h2 {
-        let conn = ConnInfo { peer, recent: None };
+        let conn = ConnInfo {
+            peer,
+            heads: None,
+            tunnel: None,
+        };
         let shared_for_service = shared.clone();
         let activity = Activity::new();
         let activity_for_service = activity.clone();
@@ -240,11 +245,15 @@ async fn serve_connection(
         })
         .await;
     } else {
-        let recent = Arc::new(RecentBytes::default());
-        let tls = Observed::new(tls, recent.clone());
+        // hyper refuses a head longer than its buffer; the scanner holds no more than that.
+        let max_buf_size = limits.max_header_bytes.max(8192);
+        let heads = RawHeads::new(max_buf_size);
+        let tls = Observed::new(tls, heads.clone());
+        let tunnel = Arc::new(TunnelSlot::default());
         let conn = ConnInfo {
             peer,
-            recent: Some(recent),
+            heads: Some(heads),
+            tunnel: Some(tunnel.clone()),
         };
         let shared_for_service = shared.clone();
         let service = service_fn(move |request| {
@@ -255,11 +264,16 @@ async fn serve_connection(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_buf_size(max_buf_size)
             .max_headers(limits.max_headers)
             .keep_alive(true);
         let connection = builder.serve_connection(io, service).with_upgrades();
         drive(connection, &mut stop, None, |c| c.graceful_shutdown()).await;
+        // Still on this connection's task: the tunnel keeps its connection slot and is
+        // aborted with the other connections when the shutdown grace period ends.
+        if let Some(tunnel) = tunnel.take() {
+            tunnel.run(limits.idle_timeout).await;
+        }
     }
 }
 

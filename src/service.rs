@@ -23,8 +23,9 @@ use crate::auth::jwt::TokenError;
 use crate::auth::login;
 use crate::body::ResponseBody;
 use crate::config::{Upstream, UpstreamTarget};
+use crate::decision::{self, Destination};
 use crate::error::Failure;
-use crate::framing::RecentBytes;
+use crate::framing::RawHeads;
 use crate::headers::{
     self, FORWARDED_FOR, FORWARDED_HOST, FORWARDED_PROTO, FORWARDED_SCOPES, FORWARDED_USER,
     REQUEST_ID,
@@ -32,14 +33,17 @@ use crate::headers::{
 use crate::request_body::{BodyLimits, GuardedBody};
 use crate::routes::{Access, Route};
 use crate::state::{Shared, Snapshot};
+use crate::tunnel::{PendingTunnel, TunnelSlot};
 use crate::{echo, path, proxy};
 
 /// Where a request came from.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    /// Recent raw bytes of an HTTP/1 connection, to see framing headers hyper hides.
-    pub recent: Option<Arc<RecentBytes>>,
+    /// The raw request heads of an HTTP/1 connection, for the facts hyper hides.
+    pub heads: Option<Arc<RawHeads>>,
+    /// Where an HTTP/1 connection picks up a WebSocket tunnel after the 101.
+    pub tunnel: Option<Arc<TunnelSlot>>,
 }
 
 /// Serve one request. Never fails: errors become responses here.
@@ -78,27 +82,25 @@ async fn pipeline<'s>(
     record: &mut AccessRecord<'s>,
 ) -> Result<Response<ResponseBody>, Failure> {
     let host = check_hygiene(&request, &conn)?;
-    let Some(path) = request_path(&request)? else {
-        record.decision = "local";
-        return Ok(options_star());
-    };
-    // The record owns the canonical path; the pipeline borrows it from there.
-    record.path = path;
+    check_target_form(&request)?;
     let config = &snapshot.config;
-    if record.path == config.login.path {
-        return login::login(shared, snapshot, conn, request, record).await;
-    }
-    if record.path == login::LOGOUT_PATH {
-        return login::logout(shared, snapshot, request, record).await;
-    }
-    let path = record.path.as_str();
-    let (_, route) = config
-        .routes
-        .find(request.method(), &host, path)
-        .ok_or(Failure::NotFound)?;
+    let routed = decision::route(config, request.method(), &host, request.uri().path())?;
     // `host` may borrow the request, which is moved below.
     drop(host);
+    // The record owns the canonical path; the pipeline borrows it from there.
+    record.path = routed.path;
+    let route = match routed.destination {
+        Destination::OptionsStar => {
+            record.decision = "local";
+            return Ok(options_star());
+        }
+        Destination::Login => return login::login(shared, snapshot, conn, request, record).await,
+        Destination::Logout => return login::logout(shared, snapshot, request, record).await,
+        Destination::NoRoute => return Err(Failure::NotFound),
+        Destination::Route { route, .. } => route,
+    };
     record.route = &route.id;
+    let path = record.path.as_str();
     let identity = decide(shared, snapshot, route, request.headers())?;
     record.decision = "allow";
     if let Some(identity) = &identity {
@@ -123,31 +125,26 @@ async fn pipeline<'s>(
         identity.as_ref(),
         request_id,
     )?;
-    send(upstream, upstream_request, record).await
+    let mut response = send(upstream, upstream_request, record).await?;
+    if let Some(tunnel) = response.extensions_mut().remove::<PendingTunnel>() {
+        // Only HTTP/1 connections carry tunnels; what follows on them is not HTTP/1.
+        let slot = conn.tunnel.as_ref().ok_or(Failure::UpstreamUnavailable)?;
+        slot.put(tunnel);
+        if let Some(heads) = &conn.heads {
+            heads.switch_protocols();
+        }
+    }
+    Ok(response)
 }
 
 /// Request hygiene that hyper leaves to us (SPEC "Request hygiene"). Returns the host used
 /// for routing: lowercase, without port or trailing dot.
 fn check_hygiene<'r, B>(request: &'r Request<B>, conn: &ConnInfo) -> Result<Cow<'r, str>, Failure> {
-    match *request.method() {
-        Method::CONNECT | Method::TRACE => {
-            return Err(Failure::MethodNotAllowed {
-                allow: ALLOWED_METHODS,
-            })
-        }
-        _ => {}
+    // First, for every HTTP/1 request: each takes its own head's facts, in order.
+    if let Some(heads) = &conn.heads {
+        check_raw_head(heads, request)?;
     }
-    if let Some(recent) = &conn.recent {
-        let method = request.method().as_str();
-        if request.headers().contains_key(header::TRANSFER_ENCODING)
-            && recent.had_content_length(method, &request.uri().to_string())
-        {
-            return Err(Failure::AmbiguousFraming);
-        }
-        if recent.had_fragment(method, request.uri()) {
-            return Err(Failure::BadTarget(path::PathError::Fragment));
-        }
-    }
+    decision::check_method(request.method())?;
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
@@ -166,87 +163,48 @@ fn check_hygiene<'r, B>(request: &'r Request<B>, conn: &ConnInfo) -> Result<Cow<
         (_, Some(h), None) => h
             .to_str()
             .map_err(|_| Failure::BadRequest("invalid Host header"))?,
-        (Version::HTTP_10 | Version::HTTP_09, None, None) => "",
+        // HTTP/1.0 may omit Host; it then matches only rules without `host:`.
+        (Version::HTTP_10 | Version::HTTP_09, None, None) => return Ok(Cow::Borrowed("")),
         (_, None, None) => return Err(Failure::BadRequest("missing Host header")),
     };
-    routing_host(host)
+    decision::routing_host(host)
 }
 
-/// Methods the gateway ever forwards, for `Allow` on 405 and `OPTIONS *`.
-const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
-
-/// Validate a Host value (RFC 9110 §7.2: uri-host [":" port]) and reduce it to what route
-/// `host:` rules compare against.
-fn routing_host(host: &str) -> Result<Cow<'_, str>, Failure> {
-    const BAD: Failure = Failure::BadRequest("invalid Host header");
-    if host.is_empty() {
-        return Ok(Cow::Borrowed(""));
+/// Framing facts hyper hides (SPEC "Request hygiene"): `Content-Length` with
+/// `Transfer-Encoding`, and a raw `#` in the target.
+fn check_raw_head<B>(heads: &RawHeads, request: &Request<B>) -> Result<(), Failure> {
+    let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str());
+    let facts = heads
+        .take(request.method().as_str(), path_and_query)
+        // The scanner lost step with hyper: refuse rather than judge by another head.
+        .ok_or(Failure::AmbiguousFraming)?;
+    if facts.ambiguous_framing {
+        return Err(Failure::AmbiguousFraming);
     }
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let (inside, after) = rest.split_once(']').ok_or(BAD)?;
-        if inside.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(BAD);
-        }
-        (
-            &host[..inside.len() + 2],
-            after.strip_prefix(':').map(Some).unwrap_or_else(|| {
-                if after.is_empty() {
-                    None
-                } else {
-                    Some("x")
-                }
-            }),
-        )
-    } else {
-        match host.split_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (host, None),
-        }
-    };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(BAD);
-        }
+    if facts.fragment {
+        return Err(Failure::BadTarget(path::PathError::Fragment));
     }
-    let valid = |b: u8| {
-        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'[' | b']' | b':')
-    };
-    if name.is_empty() || !name.bytes().all(valid) {
-        return Err(BAD);
-    }
-    let name = name.trim_end_matches('.');
-    // Copy only when the client's spelling is not already the canonical one.
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        Ok(Cow::Owned(name.to_ascii_lowercase()))
-    } else {
-        Ok(Cow::Borrowed(name))
-    }
+    Ok(())
 }
 
-/// The canonical path, or `None` for `OPTIONS *`, which the gateway answers itself.
-fn request_path<B>(request: &Request<B>) -> Result<Option<String>, Failure> {
+/// HTTP/2 always carries :scheme and :authority; in HTTP/1 they mean absolute-form, which
+/// the gateway refuses (SPEC "Normalisation").
+fn check_target_form<B>(request: &Request<B>) -> Result<(), Failure> {
     let uri = request.uri();
-    // HTTP/2 always carries :scheme and :authority; in HTTP/1 they mean absolute-form.
     let is_h1 = request.version() < Version::HTTP_2;
     if is_h1 && (uri.scheme().is_some() || uri.authority().is_some()) {
         return Err(Failure::BadTarget(path::PathError::NotOriginForm));
     }
-    if uri.path() == "*" {
-        return if request.method() == Method::OPTIONS {
-            Ok(None)
-        } else {
-            Err(Failure::BadTarget(path::PathError::NotOriginForm))
-        };
-    }
-    Ok(Some(path::normalise(uri.path())?))
+    Ok(())
 }
 
 fn options_star() -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static(decision::ALLOWED_METHODS),
+    );
     response
 }
 
@@ -257,21 +215,20 @@ fn decide(
     route: &Route,
     headers: &http::HeaderMap,
 ) -> Result<Option<Arc<Identity>>, Failure> {
-    match &route.access {
-        Access::Deny => Err(Failure::Denied),
+    let identity = match &route.access {
+        Access::Deny => None,
         // A valid token on a public route still identifies the caller; an invalid one is ignored.
-        Access::Public => Ok(authenticate(shared, snapshot, headers, unix_now())
+        Access::Public => authenticate(shared, snapshot, headers, unix_now())
             .ok()
-            .flatten()),
-        Access::Scopes(requirement) => {
-            let identity = authenticate(shared, snapshot, headers, unix_now())?
-                .ok_or(Failure::MissingToken)?;
-            requirement
-                .check(&identity.granted, &snapshot.config.vocabulary)
-                .map_err(|needed| Failure::InsufficientScope { needed })?;
-            Ok(Some(identity))
-        }
-    }
+            .flatten(),
+        Access::Scopes(_) => authenticate(shared, snapshot, headers, unix_now())?,
+    };
+    decision::authorise(
+        &snapshot.config,
+        route,
+        identity.as_ref().map(|identity| &identity.granted),
+    )?;
+    Ok(identity)
 }
 
 /// Seconds since the Unix epoch (token times).
@@ -302,7 +259,7 @@ fn build_upstream_request(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let peer_trusted = snapshot.config.is_trusted_proxy(conn.peer.ip());
-    let incoming_chain = headers::joined_forwarded_for(&parts.headers);
+    let xff = headers::forwarded_for(&parts.headers, conn.peer.ip(), peer_trusted);
     let authorization = parts.headers.remove(header::AUTHORIZATION);
 
     headers::strip_request(&mut parts.headers);
@@ -312,7 +269,6 @@ fn build_upstream_request(
         h.insert(header::HOST, host.clone());
         h.insert(FORWARDED_HOST, host.clone());
     }
-    let xff = headers::forwarded_for(incoming_chain.as_deref(), conn.peer.ip(), peer_trusted);
     h.insert(
         FORWARDED_FOR,
         HeaderValue::from_str(&xff).map_err(|_| Failure::Internal)?,
@@ -329,10 +285,10 @@ fn build_upstream_request(
             h.insert(FORWARDED_SCOPES, scopes);
         }
     }
-    if upstream.pass_token {
-        if let Some(authorization) = authorization {
-            h.insert(header::AUTHORIZATION, authorization);
-        }
+    // Only the credential the gateway accepted: on a public route a revoked, expired or forged
+    // token (or any non-bearer credential) was ignored, so it must not reach the upstream.
+    if let (true, Some(_), Some(authorization)) = (upstream.pass_token, identity, authorization) {
+        h.insert(header::AUTHORIZATION, authorization);
     }
     if websocket {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -354,6 +310,9 @@ fn build_upstream_request(
         UpstreamTarget::Echo => Uri::from(path_and_query),
     };
     // Upstreams speak HTTP/1.1; the client's h2 framing ends at the gateway.
+    if parts.version >= Version::HTTP_2 {
+        headers::join_cookie_fields(&mut parts.headers).map_err(|_| Failure::Internal)?;
+    }
     parts.version = Version::HTTP_11;
     Ok(Request::from_parts(parts, body))
 }
@@ -388,6 +347,8 @@ async fn send(
         .headers()
         .contains_key(header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut request));
+    // The Host the client used, kept on the upstream request: the origin its redirects name.
+    let client_host = request.headers().get(header::HOST).cloned();
     let started = Instant::now();
     let result = proxy::forward(upstream, request).await;
     record.upstream_latency = Some(started.elapsed());
@@ -397,33 +358,17 @@ async fn send(
             return Err(Failure::UpstreamUnavailable);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        proxy::tunnel(client_upgrade, upstream_upgrade);
-        let (parts, _) = response.into_parts();
+        let (mut parts, _) = response.into_parts();
+        // The connection runs it once hyper has released both sides (see `pipeline`).
+        parts
+            .extensions
+            .insert(PendingTunnel::new(client_upgrade, upstream_upgrade));
         return Ok(Response::from_parts(parts, ResponseBody::empty()));
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_response(&mut parts.headers);
-    Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routing_host_normalises_and_rejects_bad_values() {
-        assert_eq!(routing_host("GW.Test:443").ok().as_deref(), Some("gw.test"));
-        assert_eq!(routing_host("gw.test.").ok().as_deref(), Some("gw.test"));
-        assert_eq!(routing_host("[::1]:8443").ok().as_deref(), Some("[::1]"));
-        for bad in [
-            "gw.test@evil.test",
-            "gw.test:80:80",
-            "gw.test/x",
-            "gw.test:",
-            "gw test",
-            "[zz]",
-        ] {
-            assert!(routing_host(bad).is_err(), "{bad}");
-        }
+    if let Some(client_host) = &client_host {
+        proxy::rewrite_upstream_urls(&mut parts.headers, &upstream.target, client_host);
     }
+    Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
 }

@@ -349,6 +349,232 @@ fn a_duration_with_an_unknown_unit_is_an_error_at_its_line() {
     );
 }
 
+/// The clean config plus a block-style `login.lockout` whose keys start at line 23.
+fn with_lockout(keys: &[&str]) -> String {
+    let mut lines = clean_lines();
+    lines.push("login:".to_owned()); // 21
+    lines.push("  lockout:".to_owned()); // 22
+    lines.extend(keys.iter().map(|k| format!("    {k}")));
+    text(&lines)
+}
+
+/// A full lockout with `ipv6_prefix: prefix` on line 26.
+fn with_ipv6_prefix(prefix: &str) -> String {
+    with_lockout(&[
+        "failures: 5",
+        "window: 15m",
+        "duration: 15m",
+        &format!("ipv6_prefix: {prefix}"),
+    ])
+}
+
+#[test]
+fn an_ipv6_lockout_prefix_between_1_and_128_is_accepted() {
+    for prefix in ["1", "48", "64", "128"] {
+        let checked = check(&with_ipv6_prefix(prefix), &["--strict"]);
+        assert_eq!(checked.code, 0, "ipv6_prefix {prefix}: {checked:?}");
+    }
+}
+
+#[test]
+fn an_ipv6_lockout_prefix_outside_1_to_128_is_an_error_at_its_line_naming_the_range() {
+    for prefix in ["0", "129", "4294967297"] {
+        let checked = check(&with_ipv6_prefix(prefix), &[]);
+        let line = assert_error_at(&checked, 26);
+        assert!(
+            line.contains("login.lockout.ipv6_prefix") && line.contains("128"),
+            "ipv6_prefix {prefix}: the message does not name the key and range: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn the_per_subject_revocation_cap_must_be_between_1_and_10000() {
+    let login =
+        |cap: &str| append_line(&format!("login: {{ max_revocations_per_subject: {cap} }}"));
+    for cap in ["0", "10001"] {
+        let line = assert_error_at(&check(&login(cap), &[]), 21);
+        assert!(
+            line.contains("login.max_revocations_per_subject") && line.contains("10000"),
+            "cap {cap}: {line:?}"
+        );
+    }
+    for cap in ["1", "10000"] {
+        let checked = check(&login(cap), &["--strict"]);
+        assert_eq!(checked.code, 0, "cap {cap}: {checked:?}");
+    }
+}
+
+#[test]
+fn a_token_ttl_beyond_a_year_is_an_error_at_its_line_naming_the_key_and_the_maximum() {
+    for ttl in ["999999999999h", "366d", "8785h", "99999999999999999999d"] {
+        let checked = check(&replace_line(7, &format!("  ttl: {ttl}")), &[]);
+        let line = assert_error_at(&checked, 7);
+        assert!(
+            line.contains("tokens.ttl") && line.contains("365d"),
+            "ttl {ttl}: the message does not name the key and the maximum: {line:?}"
+        );
+    }
+    let checked = check(&replace_line(7, "  ttl: 365d"), &[]);
+    assert_eq!(checked.code, 0, "a year is allowed: {checked:?}");
+}
+
+#[test]
+fn a_lockout_window_or_duration_beyond_a_year_is_an_error_at_its_line() {
+    for (window, duration, key, at) in [
+        ("15m", "999999999999h", "login.lockout.duration", 25),
+        ("400d", "15m", "login.lockout.window", 24),
+    ] {
+        let yaml = with_lockout(&[
+            "failures: 5",
+            &format!("window: {window}"),
+            &format!("duration: {duration}"),
+        ]);
+        let line = assert_error_at(&check(&yaml, &[]), at);
+        assert!(
+            line.contains(key) && line.contains("365d"),
+            "the message does not name {key} and the maximum: {line:?}"
+        );
+    }
+    let yaml = with_lockout(&["failures: 5", "window: 365d", "duration: 8760h"]);
+    let checked = check(&yaml, &[]);
+    assert_eq!(checked.code, 0, "a year is allowed: {checked:?}");
+}
+
+#[test]
+fn a_timeout_beyond_a_day_is_an_error_at_its_line_naming_the_key_and_the_maximum() {
+    for key in [
+        "header_read_timeout",
+        "idle_timeout",
+        "body_read_timeout",
+        "write_timeout",
+        "shutdown_grace",
+    ] {
+        let yaml = format!("{}limits:\n  {key}: 25h\n", text(&clean_lines()));
+        let line = assert_error_at(&check(&yaml, &[]), 22);
+        assert!(
+            line.contains(&format!("limits.{key}")) && line.contains("1d"),
+            "the message does not name limits.{key} and the maximum: {line:?}"
+        );
+        let yaml = format!("{}limits:\n  {key}: 1d\n", text(&clean_lines()));
+        assert_eq!(check(&yaml, &[]).code, 0, "{key}: a day is allowed");
+    }
+    for key in ["timeout", "connect_timeout"] {
+        let upstream = format!("  app: {{ url: http://127.0.0.1:9000, {key}: 9999999999d }}");
+        let line = assert_error_at(&check(&replace_line(15, &upstream), &[]), 15);
+        assert!(
+            line.contains("upstreams.app") && line.contains(key) && line.contains("1d"),
+            "the message does not name the upstream's {key} and the maximum: {line:?}"
+        );
+    }
+    let line = assert_error_at(&check(&insert_line(8, "  leeway: 2d"), &[]), 8);
+    assert!(
+        line.contains("tokens.leeway") && line.contains("1d"),
+        "{line:?}"
+    );
+}
+
+#[test]
+fn an_argon2id_hash_with_a_salt_under_8_bytes_is_an_error_naming_the_user_and_its_line() {
+    // `c2FsdA` is the 4-byte salt `salt`: argon2 cannot verify against it.
+    let short = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$WRM+jGFRlegpsoIlTVNrQc+1XHa3/a1NZzkq1GFfarI";
+    let user = format!("  bob: {{ password: \"{short}\", scopes: [write] }}");
+    let checked = check(&replace_line(13, &user), &[]);
+    let line = assert_error_at(&checked, 13);
+    assert!(
+        line.contains("bob") && line.contains("salt") && line.contains('8'),
+        "the message does not name the user and the salt minimum: {line:?}"
+    );
+    assert!(!checked.all().contains(short), "check printed the hash");
+    // Exactly 8 bytes (`saltsalt`) is enough.
+    let eight = short.replace("c2FsdA", "c2FsdHNhbHQ");
+    let user = format!("  bob: {{ password: \"{eight}\", scopes: [write] }}");
+    let checked = check(&replace_line(13, &user), &["--strict"]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+}
+
+/// Route line 18 with `methods: [list]`.
+fn read_route_with_methods(list: &str) -> String {
+    replace_line(
+        18,
+        &format!(
+            "  - {{ id: items-read, path: /items/**, methods: [{list}], upstream: app, scopes: [read] }}"
+        ),
+    )
+}
+
+#[test]
+fn a_method_that_is_not_an_rfc_9110_method_is_an_error_at_its_line_naming_it() {
+    for method in ["get", "Post", "DELET", "PROPFIND", "CONNECT", "TRACE"] {
+        let checked = check(&read_route_with_methods(method), &[]);
+        let line = assert_error_at(&checked, 18);
+        assert!(line.contains(method), "{method}: {line:?}");
+    }
+}
+
+#[test]
+fn every_rfc_9110_method_and_patch_is_accepted_in_a_rule() {
+    let yaml = append_line(
+        "  - { id: all, path: /all/**, methods: [GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH], upstream: app, scopes: [read] }",
+    );
+    let checked = check(&yaml, &["--strict"]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+}
+
+#[test]
+fn extra_methods_declares_extension_methods_that_rules_may_then_list() {
+    let mut lines = clean_lines();
+    lines.insert(
+        0,
+        "extra_methods: [PROPFIND, MKCOL, VERSION-CONTROL]".to_owned(),
+    );
+    lines.push(
+        "  - { id: dav, path: /dav/**, methods: [PROPFIND, MKCOL, GET], upstream: app, scopes: [write] }"
+            .to_owned(),
+    );
+    let checked = check(&text(&lines), &["--strict"]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    assert!(
+        checked
+            .stdout
+            .lines()
+            .any(|l| l.contains("dav") && l.contains("PROPFIND")),
+        "{checked:?}"
+    );
+    // Declared, but still case-sensitive in rules.
+    let last = lines.len() - 1;
+    lines[last] = lines[last].replace("PROPFIND", "propfind");
+    let line = assert_error_at(&check(&text(&lines), &[]), 22);
+    assert!(line.contains("propfind"), "{line:?}");
+}
+
+#[test]
+fn an_extra_method_that_is_not_an_uppercase_token_or_is_refused_anyway_is_an_error_at_its_line() {
+    for method in [
+        "propfind",
+        "\"PROP FIND\"",
+        "\"MKCOL;\"",
+        "TRACE",
+        "CONNECT",
+        "GET",
+    ] {
+        let checked = check(&insert_line(1, &format!("extra_methods: [{method}]")), &[]);
+        let line = assert_error_at(&checked, 1);
+        assert!(
+            line.contains("extra_methods") && line.contains(method.trim_matches('"')),
+            "{method}: {line:?}"
+        );
+    }
+    // Block style: the error names the entry's own line.
+    let mut lines = clean_lines();
+    lines.splice(
+        0..0,
+        ["extra_methods:", "  - PROPFIND", "  - mkcol"].map(str::to_owned),
+    );
+    let line = assert_error_at(&check(&text(&lines), &[]), 3);
+    assert!(line.contains("mkcol"), "{line:?}");
+}
+
 #[test]
 fn a_secret_shorter_than_32_bytes_is_an_error_at_its_line() {
     // 31 bytes: one short of the minimum.

@@ -475,6 +475,118 @@ async fn a_trusted_proxy_keeps_the_forwarded_chain_and_appends_the_peer() {
     assert_eq!(up.last().unwrap().all("x-forwarded-for"), vec!["127.0.0.1"]);
 }
 
+/// The fixture behind a trusted proxy on 127.0.0.1, with an address lockout after 3 failures.
+fn trusted_proxy_yaml(up: &Upstream) -> String {
+    format!(
+        "trusted_proxies: [127.0.0.1/32]\n{}login:\n  path: /login\n  \
+         lockout: {{ failures: 3, window: 1m, duration: 1m }}\n",
+        fixture_yaml(&up.url())
+    )
+}
+
+/// A failed login (unknown user) whose `X-Forwarded-For` the trusted proxy wrote as `xff`.
+async fn failed_login_via_proxy(gw: &Gateway, user: &str, xff: &str) -> Reply {
+    let body = format!("username={user}&password=wrong");
+    gw.h1()
+        .call(
+            "POST",
+            "/login",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-forwarded-for", xff),
+            ],
+            body,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_appending_ip_and_port_keys_the_lockout_on_that_client_not_a_spoofed_entry()
+{
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&trusted_proxy_yaml(&up)).await;
+    // The client rotates a spoofed left entry; the proxy appends the client's `ip:port`, in
+    // each spelling a proxy may use. All name one client, so the third failure locks it.
+    let rounds: [(&str, [&str; 3]); 2] = [
+        (
+            "203.0.113.7",
+            ["203.0.113.7:5678", "203.0.113.7:1", "203.0.113.7"],
+        ),
+        (
+            "2001:db8::7",
+            ["[2001:db8::7]:443", "2001:db8::7", "[2001:db8::7]"],
+        ),
+    ];
+    for (round, (client, spellings)) in rounds.iter().enumerate() {
+        for (i, hop) in spellings.iter().enumerate() {
+            let xff = format!("198.51.100.{}, {hop}", 10 * round + i);
+            let reply = failed_login_via_proxy(&gw, &format!("ghost{round}{i}"), &xff).await;
+            assert_eq!(reply.status, 400, "{client} via {xff}: {}", reply.text());
+        }
+        let xff = format!("198.51.100.99, {}", spellings[0]);
+        let reply = failed_login_via_proxy(&gw, &format!("ghost{round}x"), &xff).await;
+        assert_eq!(
+            reply.status,
+            429,
+            "{client}: a fresh spoofed left entry escaped the address lock: {}",
+            reply.text()
+        );
+    }
+    // Another client behind the same proxy is not locked.
+    let reply = failed_login_via_proxy(&gw, "ghost-other", "198.51.100.99, 203.0.113.8:5678").await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn an_unparsable_forwarded_hop_stops_the_trust_walk_so_entries_left_of_it_are_never_the_key()
+{
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&trusted_proxy_yaml(&up)).await;
+    // The trusted proxy wrote something that is not an address (`unknown`, a name, junk):
+    // nothing to its left is believed, so rotating those entries cannot dodge the lock.
+    for (i, hop) in ["unknown", "client.example", "1.2.3.4:99999"]
+        .iter()
+        .enumerate()
+    {
+        let xff = format!("198.51.100.{i}, {hop}");
+        let reply = failed_login_via_proxy(&gw, &format!("ghost{i}"), &xff).await;
+        assert_eq!(reply.status, 400, "{xff}: {}", reply.text());
+    }
+    let reply = failed_login_via_proxy(&gw, "ghost9", "198.51.100.9, unknown").await;
+    assert_eq!(
+        reply.status,
+        429,
+        "a spoofed entry left of an unparsable hop became the lockout key: {}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_chain_is_forwarded_as_bare_addresses_up_to_an_unparsable_hop() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&trusted_proxy_yaml(&up)).await;
+    for (incoming, forwarded) in [
+        (
+            "1.1.1.1, 203.0.113.7:5678",
+            "1.1.1.1, 203.0.113.7, 127.0.0.1",
+        ),
+        (
+            "[2001:db8::1]:443, 2001:db8::2",
+            "2001:db8::1, 2001:db8::2, 127.0.0.1",
+        ),
+        ("6.6.6.6, unknown, 203.0.113.7", "203.0.113.7, 127.0.0.1"),
+        ("6.6.6.6, garbage", "127.0.0.1"),
+    ] {
+        let reply = gw
+            .h1()
+            .get("/public/echo", &[("x-forwarded-for", incoming)])
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let seen = up.last().expect("upstream saw the request");
+        assert_eq!(seen.all("x-forwarded-for"), vec![forwarded], "{incoming}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // H-10: framework-internal and override headers
 

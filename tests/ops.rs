@@ -583,3 +583,47 @@ async fn log_format_json_writes_access_log_lines_as_json_objects() {
         "no JSON access line for the denied request:\n{log}"
     );
 }
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn the_admin_listener_backs_off_instead_of_spinning_when_out_of_file_descriptors() {
+    let up = Upstream::start().await;
+    let proc = Proc::start(&fixture_yaml(&up.url())).await;
+    let limited = Command::new("prlimit")
+        .arg(format!("--pid={}", proc.pid))
+        .arg("--nofile=64:64")
+        .status()
+        .expect("prlimit");
+    assert!(limited.success());
+    // Hold admin connections until the gateway's accepts fail with EMFILE; the rest wait in
+    // the listen backlog, so every accept attempt fails at once.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(proc.admin).await {
+            held.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cpu_ticks(proc.pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(proc.pid) - before;
+    // A loop retrying at once burns a whole core (≈100 ticks a second); backing off, it idles.
+    assert!(
+        used < 30,
+        "{used} ticks of CPU in 1 s while out of file descriptors"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !matches!(admin_get(proc.admin, "/healthz").await, Ok((200, _))) {
+        assert!(Instant::now() < deadline, "admin did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -403,19 +403,26 @@ async fn encoded_fragment_is_refused_and_never_forwarded() {
 // P-06: decode at most once.
 
 #[tokio::test]
-async fn double_encoded_escapes_stay_literal_and_are_forwarded_uppercased() {
+async fn double_encoded_escapes_stay_literal_and_are_forwarded_byte_for_byte() {
+    // `%25` is the escaped `%`; what follows it is literal text, never case-folded, or an
+    // upstream that decodes once would act on another path than the one authorised.
     run_cases(&[
-        fwd("/public/%252e", "/public/%252E"),
+        fwd("/public/%252e", "/public/%252e"),
+        fwd("/public/%25ab", "/public/%25ab"),
+        fwd("/public/%25AB", "/public/%25AB"),
         fwd(
             "/public/%252e%252e/admin/users",
-            "/public/%252E%252E/admin/users",
+            "/public/%252e%252e/admin/users",
         ),
         fwd(
             "/public/%252E%252E/admin/users",
             "/public/%252E%252E/admin/users",
         ),
         fwd("/public/%2561dmin", "/public/%2561dmin"),
-        fwd("/public/%252f", "/public/%252F"),
+        fwd("/public/%252f", "/public/%252f"),
+        // Only an escape's own hex digits are uppercased: `%25` stays, `%3f` becomes `%3F`.
+        fwd("/public/%25%3fab", "/public/%25%3Fab"),
+        fwd("/public/%3f%252e", "/public/%3F%252e"),
         // Not public, not admin: the literal segment matches nothing.
         status("/%2561dmin/users", 404),
         status("/admin%252Fusers", 404),

@@ -291,14 +291,7 @@ async fn assert_tunnel_echoes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 
     stream: &mut S,
 ) {
     for message in [&b"hello through the tunnel"[..], &[0u8, 1, 2, 255, 254][..]] {
-        stream.write_all(message).await.unwrap();
-        stream.flush().await.unwrap();
-        let mut echoed = vec![0u8; message.len()];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
-            .await
-            .expect("echo in time")
-            .expect("echo");
-        assert_eq!(echoed, message);
+        echo_through(stream, message).await;
     }
 }
 
@@ -525,4 +518,104 @@ async fn headers_trickled_slower_than_the_header_read_timeout_are_cut_off() {
         started.elapsed()
     );
     assert_eq!(up.count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SPEC "Forwarding": HTTP/2 cookies (RFC 9113 §8.2.3)
+
+#[tokio::test]
+async fn several_http2_cookie_fields_reach_the_upstream_as_one_cookie_header() {
+    let (up, gw) = fixture().await;
+    let cookies = [("cookie", "a=1"), ("cookie", "b=2")];
+    let reply = gw.h2().get("/public/cookies", &cookies).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = up.last().expect("upstream saw the request");
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(seen.all("cookie"), vec!["a=1; b=2"]);
+
+    // A single field passes unchanged.
+    let reply = gw.h2().get("/public/cookies", &[("cookie", "a=1")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(up.last().unwrap().all("cookie"), vec!["a=1"]);
+
+    // HTTP/1.1 requests are forwarded as sent.
+    let reply = gw.h1().get("/public/cookies", &cookies).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(up.last().unwrap().all("cookie"), vec!["a=1", "b=2"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SPEC "Forwarding": upstream origins in Location / Content-Location
+
+/// The Location and Content-Location the client gets when the redirecting upstream is asked
+/// to send `location` as both.
+async fn redirect_seen_by(client: &Client, location: &str) -> (Option<String>, Option<String>) {
+    let reply = client
+        .get(
+            "/public/redirect",
+            &[
+                ("x-test-location", location),
+                ("x-test-content-location", location),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 302, "{location}: {}", reply.text());
+    let header = |name| reply.header(name).map(str::to_owned);
+    (header("location"), header("content-location"))
+}
+
+#[tokio::test]
+async fn locations_at_the_upstream_origin_are_rewritten_to_the_origin_the_client_used() {
+    let up = start_redirecting_upstream().await;
+    let gw = Gateway::start(&fixture_yaml(&format!("http://{up}"))).await;
+    let port = up.port();
+    let other = closed_port_url().await;
+    let rewritten = [
+        (format!("http://{up}/get?x=1"), "https://localhost/get?x=1"),
+        (format!("HTTP://{up}/a/b#f"), "https://localhost/a/b#f"),
+        (format!("http://{up}"), "https://localhost"),
+        (format!("http://{up}?q"), "https://localhost?q"),
+    ];
+    let kept = [
+        format!("{other}/get"),
+        format!("https://{up}/get"),
+        format!("http://localhost:{port}/get"),
+        format!("http://{up}.evil.test/get"),
+        format!("http://user@{up}/get"),
+        format!("//{up}/get"),
+        "https://example.test/get".to_owned(),
+        "/relative?x=1".to_owned(),
+        "relative".to_owned(),
+    ];
+    for client in [gw.h1(), gw.h2()] {
+        for (location, want) in &rewritten {
+            let want = Some(want.to_string());
+            assert_eq!(
+                redirect_seen_by(&client, location).await,
+                (want.clone(), want),
+                "{location}"
+            );
+        }
+        for location in &kept {
+            let want = Some(location.clone());
+            assert_eq!(
+                redirect_seen_by(&client, location).await,
+                (want.clone(), want),
+                "{location}"
+            );
+        }
+    }
+
+    // The client's Host, port included, is the origin it used.
+    let request = format!(
+        "GET /public/redirect HTTP/1.1\r\nHost: gw.test:8443\r\n\
+         X-Test-Location: http://{up}/next\r\nConnection: close\r\n\r\n"
+    );
+    let answer = parse_raw(
+        &gw.h1()
+            .raw(request.as_bytes(), Duration::from_secs(5))
+            .await,
+    );
+    assert_eq!(answer.status, 302, "{answer:?}");
+    assert_eq!(answer.header("location"), Some("https://gw.test:8443/next"));
 }

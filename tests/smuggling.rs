@@ -639,3 +639,54 @@ async fn an_upload_aborted_mid_body_is_never_completed_by_the_next_request() {
         .collect();
     assert_eq!(upload_records.len(), 1, "{upload_records:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exhaustion through the raw-head checks (THREATS S-01 companions): their cost must stay linear.
+
+/// A pipelined burst built to make any search of connection history quadratic: every head is
+/// padded with copies of its own request line and carries `Transfer-Encoding`, so each one
+/// triggers the framing check.
+fn history_scan_burst(total: usize) -> Vec<u8> {
+    let line = "POST /public/burst ";
+    let pad = line.repeat(12 * 1024 / line.len());
+    let one = format!(
+        "POST /public/burst HTTP/1.1\r\nHost: gw.test\r\nX-Pad: {pad}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    one.repeat(total / one.len() + 1).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_bursts_padded_with_request_lines_never_freeze_a_serving_thread() {
+    let (_up, gw) = fixture().await;
+    // Several attackers, so every serving thread gets at least one.
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        let client = gw.h1();
+        attackers.push(tokio::spawn(async move {
+            let mut stream = client.tls().await;
+            let burst = history_scan_burst(256 * 1024);
+            let _ = stream.write_all(&burst).await;
+            let _ = stream.flush().await;
+            read_session(&mut stream, Duration::from_secs(2)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Fresh clients on new connections (spread over both threads) must be answered promptly
+    // while the bursts are being processed. A generous bound: this is liveness, not speed.
+    for _ in 0..6 {
+        let started = Instant::now();
+        let reply = tokio::time::timeout(Duration::from_secs(5), gw.h1().get("/public/ok", &[]))
+            .await
+            .expect("a fresh client was not answered within 5 s");
+        assert_eq!(reply.status, http::StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a fresh client waited {:?} behind the bursts",
+            started.elapsed()
+        );
+    }
+    for attacker in attackers {
+        let _ = attacker.await;
+    }
+}

@@ -1524,3 +1524,74 @@ async fn a_slow_upstream_is_504_after_its_timeout() {
     assert!(reply.json()["error"].is_string());
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 }
+
+// ---------------------------------------------------------------------------------------------
+// SPEC "Forwarding": `pass_token` forwards only tokens the gateway accepted
+
+#[tokio::test]
+async fn pass_token_forwards_only_a_token_the_gateway_accepted() {
+    let up = Upstream::start().await;
+    let url = up.url();
+    let yaml = fixture_yaml(&url).replace(
+        &format!("  up: {url}\n"),
+        &format!("  up: {{ url: {url}, pass_token: true }}\n"),
+    );
+    let gw = Gateway::start(&yaml).await;
+    let revoked = fixture_token("bob", "read write");
+    let logout = gw
+        .h1()
+        .call(
+            "POST",
+            "/logout",
+            &[("authorization", &format!("Bearer {revoked}"))],
+            "",
+        )
+        .await;
+    assert_eq!(logout.status, 204, "{}", logout.text());
+    let failed = labelled(vec![
+        ("revoked", revoked),
+        (
+            "expired",
+            admin_claims_with(|c| {
+                c.insert("exp".into(), json!(now() - 3600));
+                c.insert("iat".into(), json!(now() - 4000));
+            }),
+        ),
+        (
+            "forged signature",
+            mint_hs256(
+                &std_header(),
+                &fixture_claims("root", "admin"),
+                b"not-the-secret-0123456789-abcdefghijklmnop",
+            ),
+        ),
+    ]);
+    for client in [gw.h1(), gw.h2()] {
+        for (label, token) in &failed {
+            // Public route: forwarded, anonymous, and without the refused credential.
+            up.clear();
+            let reply = client.get_with_token("/public/x", token).await;
+            assert_eq!(reply.status, 200, "{label}: {}", reply.text());
+            let seen = up.last().expect("upstream saw the request");
+            assert!(
+                seen.all("authorization").is_empty(),
+                "{label}: a refused token reached the upstream"
+            );
+            assert!(seen.all("x-forwarded-user").is_empty(), "{label}");
+            // Protected route: refused before the upstream.
+            up.clear();
+            let reply = client.get_with_token("/api/x", token).await;
+            assert_eq!(reply.status, 401, "{label}: {}", reply.text());
+            assert_eq!(up.count(), 0, "{label}: forwarded from a protected route");
+        }
+        let valid = fixture_token("alice", "read");
+        for path in ["/public/x", "/api/x"] {
+            up.clear();
+            let reply = client.get_with_token(path, &valid).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+            let seen = up.last().expect("upstream saw the request");
+            assert_eq!(seen.all("authorization"), vec![format!("Bearer {valid}")]);
+            assert_eq!(seen.all("x-forwarded-user"), vec!["alice"], "{path}");
+        }
+    }
+}

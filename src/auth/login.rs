@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -16,14 +16,14 @@ use crate::auth::bearer::authenticate;
 use crate::auth::password::{VerifyError, MAX_PASSWORD_BYTES};
 use crate::body::ResponseBody;
 use crate::config::Limits;
+use crate::decision;
 use crate::error::{no_store, Failure};
 use crate::headers;
+use crate::limit::{address_key, Attempt, Refusal, RevokeRefusal};
 use crate::request_body::{BodyLimits, GuardedBody};
 use crate::service::{unix_now, ConnInfo};
 use crate::state::{Shared, Snapshot};
 
-/// The logout endpoint's path.
-pub const LOGOUT_PATH: &str = "/logout";
 /// Login bodies above this are refused before parsing (SPEC: 8 KiB → 413).
 pub const MAX_LOGIN_BODY: usize = 8 * 1024;
 
@@ -66,8 +66,8 @@ pub async fn login(
     record: &mut AccessRecord<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
     record.route = "login";
-    let result = if request.method() != Method::POST {
-        Err(Failure::MethodNotAllowed { allow: "POST" })
+    let result = if let Err(refusal) = decision::check_endpoint_method(request.method()) {
+        Err(refusal)
     } else {
         attempt(shared, snapshot, conn, request, record).await
     };
@@ -75,12 +75,16 @@ pub async fn login(
         Ok(_) => "success",
         Err(Failure::LockedOut { .. }) => "locked",
         Err(Failure::Busy) => "busy",
+        Err(Failure::Saturated { .. }) => "saturated",
         Err(Failure::OAuth { error, .. }) => error,
         Err(Failure::PayloadTooLarge) => "too_large",
         Err(_) => "error",
     };
     shared.metrics.login(outcome);
-    if matches!(result, Err(Failure::LockedOut { .. } | Failure::Busy)) {
+    if matches!(
+        result,
+        Err(Failure::LockedOut { .. } | Failure::Busy | Failure::Saturated { .. })
+    ) {
         tokio::time::sleep(REFUSAL_HOLD).await;
     }
     // Every answer of the token endpoint is uncacheable (RFC 6749 §5.1), errors included.
@@ -133,17 +137,17 @@ async fn attempt(
     // Usernames are case-insensitive: `Alex` and `alex` are one identity.
     let username = username.to_ascii_lowercase();
     record.user.clone_from(&username);
-    let ip_key = client_ip.to_string();
+    // Keyed by the table's own policy (fixed for the process), so a key never changes shape
+    // under an entry that is already counting.
+    let ip_key = address_key(client_ip, shared.ip_lockouts.policy().ipv6_prefix);
+    // Counted before hashing, so concurrent guesses cannot all be checked before the first
+    // failure locks the key; an attempt whose check never runs is refunded when dropped.
     let now = Instant::now();
-    let locked = shared
+    let user_attempt = shared
         .user_lockouts
-        .locked(&username, now)
-        .or_else(|| shared.ip_lockouts.locked(&ip_key, now));
-    if let Some(retry) = locked {
-        return Err(Failure::LockedOut {
-            retry_after_secs: retry.as_secs().max(1),
-        });
-    }
+        .begin(&username, now)
+        .map_err(refused)?;
+    let ip_attempt = shared.ip_lockouts.begin(&ip_key, now).map_err(refused)?;
     let user = config.users.get(&username);
     let verified = shared
         .passwords
@@ -154,10 +158,17 @@ async fn attempt(
             VerifyError::TooLong => oauth("invalid_request", "username or password too long"),
             _ => Failure::Internal,
         })?;
+    let now = Instant::now();
     let Some(user) = user.filter(|_| verified) else {
-        record_failure(shared, &username, &ip_key);
+        record_failure(shared, user_attempt, ip_attempt, &username, &ip_key);
         return Err(invalid_grant());
     };
+    // A lock set while the password was being checked holds even against the right one.
+    let user_locked = user_attempt.succeeded(now).err();
+    let ip_locked = ip_attempt.succeeded(now).err();
+    if let Some(retry) = user_locked.or(ip_locked) {
+        return Err(refused(Refusal::Locked(retry)));
+    }
     // Only the username's counter: a valid account must not reset its address's counter
     // between guesses at other accounts.
     shared.user_lockouts.record_success(&username);
@@ -183,10 +194,28 @@ async fn attempt(
     Ok(response)
 }
 
-fn record_failure(shared: &Shared, username: &str, ip_key: &str) {
+/// What a login refused before any hashing is answered with.
+fn refused(refusal: Refusal) -> Failure {
+    match refusal {
+        Refusal::Locked(retry) => Failure::LockedOut {
+            retry_after_secs: retry.as_secs().max(1),
+        },
+        Refusal::Full(retry) => Failure::Saturated {
+            retry_after_secs: retry.as_secs().max(1),
+        },
+    }
+}
+
+fn record_failure(
+    shared: &Shared,
+    user_attempt: Attempt<'_>,
+    ip_attempt: Attempt<'_>,
+    username: &str,
+    ip_key: &str,
+) {
     let now = Instant::now();
-    let user_locked = shared.user_lockouts.record_failure(username, now).is_some();
-    let ip_locked = shared.ip_lockouts.record_failure(ip_key, now).is_some();
+    let user_locked = user_attempt.failed(now).is_some();
+    let ip_locked = ip_attempt.failed(now).is_some();
     for (locked, kind) in [(user_locked, "username"), (ip_locked, "address")] {
         if locked {
             shared.metrics.lockout();
@@ -297,17 +326,29 @@ pub async fn logout(
     record: &mut AccessRecord<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
     record.route = "logout";
-    if request.method() != Method::POST {
-        return Err(Failure::MethodNotAllowed { allow: "POST" });
-    }
+    decision::check_endpoint_method(request.method())?;
     let identity = authenticate(shared, snapshot, request.headers(), unix_now())?
         .ok_or(Failure::MissingToken)?;
     record.user.clone_from(&identity.token.subject);
     record.decision = "logout";
-    let expires = identity.token.expires_at + snapshot.config.tokens.leeway.as_secs();
-    if !shared.revocations.revoke(&identity.revocation_key, expires) {
-        return Err(Failure::Busy);
-    }
+    let leeway = snapshot.config.tokens.leeway.as_secs();
+    let expires = identity.token.expires_at.saturating_add(leeway);
+    shared
+        .revocations
+        .revoke(
+            &identity.token.subject,
+            &identity.revocation_key,
+            expires,
+            unix_now(),
+            snapshot.config.login.max_revocations_per_subject,
+        )
+        .map_err(|refusal| match refusal {
+            // The token stays valid: the client is told so, and when to try again.
+            RevokeRefusal::SubjectFull { retry_after_secs } => {
+                Failure::RateLimited { retry_after_secs }
+            }
+            RevokeRefusal::TableFull => Failure::Busy,
+        })?;
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     no_store(response.headers_mut());

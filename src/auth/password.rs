@@ -65,6 +65,8 @@ pub enum HashFormatError {
     MalformedArgon2,
     #[error("argon2id memory cost above 1 GiB")]
     Argon2TooExpensive,
+    #[error("argon2id salt shorter than 8 bytes, which argon2 cannot verify against; rehash with `portcullis hash-password`")]
+    SaltTooShort,
     #[error("malformed bcrypt hash")]
     MalformedBcrypt,
 }
@@ -101,6 +103,8 @@ impl PasswordHash {
             if params.m_cost() > MAX_M_KIB {
                 return Err(HashFormatError::Argon2TooExpensive);
             }
+            // Checked here so a hash that can never verify is a config error, not a 500.
+            argon2_salt(&phc, &mut [0u8; SALT_BUF])?;
             Ok(Self::Argon2(s.to_owned()))
         } else if s.starts_with("$argon2i$") || s.starts_with("$argon2d$") {
             Err(HashFormatError::WeakArgon2Variant)
@@ -146,6 +150,24 @@ impl PasswordHash {
     }
 }
 
+/// Room for the longest salt a PHC string can carry (64 base64 characters).
+const SALT_BUF: usize = 64;
+
+/// The stored salt, decoded into `buf`: the same check at config load as at login.
+fn argon2_salt<'b>(
+    phc: &Phc<'_>,
+    buf: &'b mut [u8; SALT_BUF],
+) -> Result<&'b [u8], HashFormatError> {
+    let salt = phc.salt.ok_or(HashFormatError::MalformedArgon2)?;
+    let salt = salt
+        .decode_b64(buf)
+        .map_err(|_| HashFormatError::MalformedArgon2)?;
+    if salt.len() < argon2::MIN_SALT_LEN {
+        return Err(HashFormatError::SaltTooShort);
+    }
+    Ok(salt)
+}
+
 /// What `PasswordVerifier::verify_password` of the password-hash crate does, but hashing in
 /// caller-provided memory. The comparison is constant-time (`Output`'s `PartialEq`).
 fn verify_argon2(
@@ -153,12 +175,13 @@ fn verify_argon2(
     password: &[u8],
     memory: &mut Vec<Block>,
 ) -> Result<bool, argon2::password_hash::Error> {
+    use argon2::password_hash::errors::InvalidValue;
     use argon2::password_hash::Error;
     let phc = Phc::new(phc)?;
     let expected = phc.hash.ok_or(Error::PhcStringField)?;
-    let salt = phc.salt.ok_or(Error::PhcStringField)?;
-    let mut salt_buf = [0u8; 64];
-    let salt = salt.decode_b64(&mut salt_buf)?;
+    let mut salt_buf = [0u8; SALT_BUF];
+    let salt =
+        argon2_salt(&phc, &mut salt_buf).map_err(|_| Error::SaltInvalid(InvalidValue::TooShort))?;
     // Includes the output length, taken from the stored hash.
     let params = Params::try_from(&phc)?;
     let blocks = params.block_count();
@@ -473,6 +496,11 @@ mod tests {
         );
         let huge = weak.replace("m=4096", "m=4194304");
         assert_eq!(PasswordHash::parse(&huge), Err(Argon2TooExpensive));
+        // argon2 needs at least 8 bytes of salt: `salt` (4) cannot verify, `saltsalt` can.
+        let short_salt = weak.replace("c29tZXNhbHRzb21lc2FsdA", "c2FsdA");
+        assert_eq!(PasswordHash::parse(&short_salt), Err(SaltTooShort));
+        let eight = weak.replace("c29tZXNhbHRzb21lc2FsdA", "c2FsdHNhbHQ");
+        assert!(PasswordHash::parse(&eight).is_ok());
         assert_eq!(PasswordHash::parse("$2b$04$short"), Err(MalformedBcrypt));
         for s in [
             "",

@@ -38,6 +38,9 @@ pub struct GatewayFile {
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteFile>>,
+    /// Extension methods (WebDAV and the like) that `methods:` may list.
+    #[serde(default)]
+    pub extra_methods: Vec<Spanned<String>>,
 }
 
 /// `tls:` — PEM certificate chain and private key.
@@ -83,6 +86,7 @@ pub struct TokensFile {
 pub struct LoginFile {
     pub path: Option<Spanned<String>>,
     pub lockout: Option<LockoutFile>,
+    pub max_revocations_per_subject: Option<Spanned<u64>>,
 }
 
 /// `login.lockout:`.
@@ -92,6 +96,7 @@ pub struct LockoutFile {
     pub failures: Spanned<u64>,
     pub window: Spanned<String>,
     pub duration: Spanned<String>,
+    pub ipv6_prefix: Option<Spanned<u64>>,
 }
 
 /// `log:` — access-log format (`pretty` or `json`).
@@ -156,7 +161,7 @@ pub struct UpstreamFull {
 pub struct RouteFile {
     pub id: Option<String>,
     pub path: String,
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<Vec<Spanned<String>>>,
     pub host: Option<String>,
     pub upstream: Option<String>,
     #[serde(default)]

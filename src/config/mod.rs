@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod lint;
+pub mod methods;
 pub mod reload;
 pub mod units;
 
@@ -24,10 +25,24 @@ use crate::authz::{Requirement, Vocabulary};
 use crate::limit::LockoutPolicy;
 use crate::routes::{Access, Route, RouteTable};
 use file::{Location, Spanned};
+use methods::ExtraMethods;
 use units::{interpolate, parse_duration, parse_size};
 
 /// Minimum HMAC secret length (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
+/// Longest timeout or grace period accepted (connection and upstream timeouts, token
+/// leeway): anything longer is a typo, and deadlines are computed as `now + timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Longest token lifetime and lockout window or duration accepted.
+pub const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Default and largest `login.max_revocations_per_subject`. The default allows more than a
+/// logout a minute over a one-hour token's life and grace; at the largest, filling the
+/// million-entry table still takes a hundred accounts.
+pub const DEFAULT_REVOCATIONS_PER_SUBJECT: usize = 100;
+const MAX_REVOCATIONS_PER_SUBJECT: u64 = 10_000;
+/// IPv6 clients are locked out per /64 unless `login.lockout.ipv6_prefix` says otherwise:
+/// the block a single subscriber is normally given (RFC 6177).
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 /// A config that cannot be used, with where it went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,11 +110,13 @@ pub struct TlsPaths {
     pub key: PathBuf,
 }
 
-/// `POST /login` settings.
+/// `POST /login` (and `/logout`) settings.
 #[derive(Debug, Clone)]
 pub struct LoginSettings {
     pub path: String,
     pub lockout: LockoutPolicy,
+    /// Live revocations one token subject may hold, so one account cannot fill the table.
+    pub max_revocations_per_subject: usize,
 }
 
 /// Access-log rendering.
@@ -239,16 +256,37 @@ impl Builder {
         interpolate(&value.value).map_err(|e| self.at(value, format!("{key}: {e}")))
     }
 
+    /// An optional duration, at most `max`.
     fn duration(
         &self,
         value: &Option<Spanned<String>>,
         key: &str,
         default: Duration,
+        max: Duration,
     ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
-            Some(v) => parse_duration(&v.value).map_err(|e| self.at(v, format!("{key}: {e}"))),
+            Some(v) => self.required_duration(v, key, max),
         }
+    }
+
+    fn required_duration(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        parse_duration(&value.value, max).map_err(|e| self.at(value, format!("{key}: {e}")))
+    }
+
+    /// A timeout or grace period: at most [`MAX_TIMEOUT`].
+    fn timeout(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        self.duration(value, key, default, MAX_TIMEOUT)
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
@@ -319,7 +357,8 @@ impl Builder {
             }
         }
         let upstreams = self.upstreams(&raw.upstreams)?;
-        let routes = self.routes(&raw.routes, &vocabulary, &upstreams)?;
+        let extra_methods = self.extra_methods(&raw.extra_methods)?;
+        let routes = self.routes(&raw.routes, &vocabulary, &upstreams, &extra_methods)?;
         Ok(Config {
             source: self.file.clone(),
             files,
@@ -377,18 +416,14 @@ impl Builder {
                 Err(e) => Err(self.at(v, format!("limits.{key}: {e}"))),
             }
         };
-        let header_read_timeout = self.duration(
+        let header_read_timeout = self.timeout(
             &raw.header_read_timeout,
             "limits.header_read_timeout",
             d.header_read_timeout,
         )?;
         Ok(Limits {
             header_read_timeout,
-            idle_timeout: self.duration(
-                &raw.idle_timeout,
-                "limits.idle_timeout",
-                d.idle_timeout,
-            )?,
+            idle_timeout: self.timeout(&raw.idle_timeout, "limits.idle_timeout", d.idle_timeout)?,
             max_header_bytes,
             max_headers: count(&raw.max_headers, "max_headers", d.max_headers, 1)?,
             max_connections: count(
@@ -397,7 +432,7 @@ impl Builder {
                 d.max_connections,
                 1,
             )?,
-            shutdown_grace: self.duration(
+            shutdown_grace: self.timeout(
                 &raw.shutdown_grace,
                 "limits.shutdown_grace",
                 d.shutdown_grace,
@@ -411,14 +446,14 @@ impl Builder {
             .try_into()
             .unwrap_or(u32::MAX),
             // A client slow with its body is as suspect as one slow with its headers.
-            body_read_timeout: self.duration(
+            body_read_timeout: self.timeout(
                 &raw.body_read_timeout,
                 "limits.body_read_timeout",
                 header_read_timeout,
             )?,
             body_min_rate: size(&raw.body_min_rate, "body_min_rate")?.unwrap_or(d.body_min_rate),
             max_body_size: size(&raw.max_body_size, "max_body_size")?,
-            write_timeout: self.duration(
+            write_timeout: self.timeout(
                 &raw.write_timeout,
                 "limits.write_timeout",
                 d.write_timeout,
@@ -463,7 +498,12 @@ impl Builder {
             |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
                 v.as_ref().map(|v| self.string(v, key)).transpose()
             };
-        let ttl = self.duration(&raw.ttl, "tokens.ttl", Duration::from_secs(3600))?;
+        let ttl = self.duration(
+            &raw.ttl,
+            "tokens.ttl",
+            Duration::from_secs(3600),
+            MAX_PERIOD,
+        )?;
         if ttl.is_zero() {
             return Err(self.err(
                 raw.ttl.as_ref().map(|v| &v.referenced),
@@ -477,7 +517,7 @@ impl Builder {
                 issuer: optional(&raw.issuer, "tokens.issuer")?,
                 audience: optional(&raw.audience, "tokens.audience")?,
                 ttl,
-                leeway: self.duration(&raw.leeway, "tokens.leeway", Duration::from_secs(30))?,
+                leeway: self.timeout(&raw.leeway, "tokens.leeway", Duration::from_secs(30))?,
             },
             secret_is_random,
         ))
@@ -503,30 +543,54 @@ impl Builder {
                 failures: 5,
                 window: Duration::from_secs(15 * 60),
                 duration: Duration::from_secs(15 * 60),
+                ipv6_prefix: DEFAULT_IPV6_PREFIX,
             },
-            Some(l) => LockoutPolicy {
-                failures: u32::try_from(l.failures.value)
-                    .ok()
-                    .filter(|f| *f > 0)
-                    .ok_or_else(|| {
-                        self.at(
-                            &l.failures,
-                            "login.lockout.failures: must be between 1 and 2^32",
-                        )
-                    })?,
-                window: self.duration(
-                    &Some(l.window.clone()),
-                    "login.lockout.window",
-                    Duration::ZERO,
-                )?,
-                duration: self.duration(
-                    &Some(l.duration.clone()),
-                    "login.lockout.duration",
-                    Duration::ZERO,
-                )?,
-            },
+            Some(l) => self.lockout(l)?,
         };
-        Ok(LoginSettings { path, lockout })
+        let max_revocations_per_subject = match &raw.max_revocations_per_subject {
+            None => DEFAULT_REVOCATIONS_PER_SUBJECT,
+            Some(v) if (1..=MAX_REVOCATIONS_PER_SUBJECT).contains(&v.value) => v.value as usize,
+            Some(v) => {
+                return Err(self.at(
+                    v,
+                    format!(
+                        "login.max_revocations_per_subject: must be between 1 and {MAX_REVOCATIONS_PER_SUBJECT}"
+                    ),
+                ))
+            }
+        };
+        Ok(LoginSettings {
+            path,
+            lockout,
+            max_revocations_per_subject,
+        })
+    }
+
+    fn lockout(&self, l: &file::LockoutFile) -> Result<LockoutPolicy, ConfigError> {
+        let failures = u32::try_from(l.failures.value)
+            .ok()
+            .filter(|f| *f > 0)
+            .ok_or_else(|| {
+                self.at(
+                    &l.failures,
+                    "login.lockout.failures: must be between 1 and 2^32",
+                )
+            })?;
+        let ipv6_prefix = match &l.ipv6_prefix {
+            None => DEFAULT_IPV6_PREFIX,
+            Some(v) => u8::try_from(v.value)
+                .ok()
+                .filter(|p| (1..=128).contains(p))
+                .ok_or_else(|| {
+                    self.at(v, "login.lockout.ipv6_prefix: must be between 1 and 128")
+                })?,
+        };
+        Ok(LockoutPolicy {
+            failures,
+            window: self.required_duration(&l.window, "login.lockout.window", MAX_PERIOD)?,
+            duration: self.required_duration(&l.duration, "login.lockout.duration", MAX_PERIOD)?,
+            ipv6_prefix,
+        })
     }
 
     fn vocabulary(
@@ -644,17 +708,17 @@ impl Builder {
             let here = |message: String| self.at(spanned, format!("upstreams.{name}: {message}"));
             let url = interpolate(&url).map_err(here)?;
             let target = parse_upstream_url(&url).map_err(here)?;
-            let parse = |v: Option<String>, default: Duration| match v {
+            let parse = |v: Option<String>, key: &str, default: Duration| match v {
                 None => Ok(default),
-                Some(v) => parse_duration(&v).map_err(here),
+                Some(v) => parse_duration(&v, MAX_TIMEOUT).map_err(|e| here(format!("{key}: {e}"))),
             };
             upstreams.insert(
                 name.clone(),
                 Upstream {
                     name: name.clone(),
                     target,
-                    connect_timeout: parse(connect, Duration::from_secs(3))?,
-                    timeout: parse(timeout, Duration::from_secs(60))?,
+                    connect_timeout: parse(connect, "connect_timeout", Duration::from_secs(3))?,
+                    timeout: parse(timeout, "timeout", Duration::from_secs(60))?,
                     pass_token,
                 },
             );
@@ -662,11 +726,22 @@ impl Builder {
         Ok(upstreams)
     }
 
+    fn extra_methods(&self, raw: &[Spanned<String>]) -> Result<ExtraMethods, ConfigError> {
+        let mut extra = ExtraMethods::default();
+        for name in raw {
+            extra
+                .declare(&name.value)
+                .map_err(|e| self.at(name, format!("extra_methods: {e}")))?;
+        }
+        Ok(extra)
+    }
+
     fn routes(
         &self,
         raw: &[Spanned<file::RouteFile>],
         vocabulary: &Vocabulary,
         upstreams: &HashMap<String, Upstream>,
+        extra_methods: &ExtraMethods,
     ) -> Result<RouteTable, ConfigError> {
         let mut routes = Vec::with_capacity(raw.len());
         let mut ids = HashSet::new();
@@ -697,17 +772,13 @@ impl Builder {
                         "`methods: []` would match nothing; omit it for any method".into(),
                     ))
                 }
+                // Each complaint names the method's own line.
                 Some(list) => Some(
                     list.iter()
                         .map(|m| {
-                            let upper = m.to_ascii_uppercase();
-                            match upper.as_str() {
-                                "CONNECT" | "TRACE" => Err(here(format!(
-                                    "method {upper} is always refused by the gateway"
-                                ))),
-                                _ => http::Method::from_bytes(upper.as_bytes())
-                                    .map_err(|_| here(format!("`{m}` is not an HTTP method"))),
-                            }
+                            extra_methods.rule_method(&m.value).map_err(|e| {
+                                self.at(m, format!("routes[{index}] ({}): {e}", r.path))
+                            })
                         })
                         .collect::<Result<Vec<_>, _>>()?,
                 ),

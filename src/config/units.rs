@@ -2,32 +2,73 @@
 
 use std::time::Duration;
 
-/// Parse a duration such as `500ms`, `30s`, `15m`, `1h` or `1d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Why a duration was refused. Every duration has a maximum, so no deadline computed as
+/// `now + duration` anywhere can overflow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` needs a unit (ms, s, m, h, d)")]
+    NoUnit(String),
+    #[error("`{0}` is not a duration like 30s, 15m or 1h")]
+    Malformed(String),
+    #[error("`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("`{text}` is longer than the maximum, {max}")]
+    TooLong { text: String, max: String },
+}
+
+/// Parse a duration such as `500ms`, `30s`, `15m`, `1h` or `1d`, at most `max`.
+pub fn parse_duration(text: &str, max: Duration) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` needs a unit (ms, s, m, h, d)"))?;
+        .ok_or_else(|| DurationError::NoUnit(text.to_owned()))?;
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s, 15m or 1h"))?;
-    let seconds = |factor: u64| {
-        number
-            .checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("`{text}` is too long"))
+    let millis_per_unit: u128 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(DurationError::UnknownUnit {
+                text: text.to_owned(),
+                unit: unit.to_owned(),
+            })
+        }
     };
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => seconds(1),
-        "m" => seconds(60),
-        "h" => seconds(3600),
-        "d" => seconds(86_400),
-        _ => Err(format!(
-            "`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
-        )),
+    if number.is_empty() {
+        return Err(DurationError::Malformed(text.to_owned()));
     }
+    let too_long = || DurationError::TooLong {
+        text: text.to_owned(),
+        max: format_duration(max),
+    };
+    // Digits beyond u128 are certainly too long; within it, the product cannot overflow
+    // before the comparison with the (u64-millisecond) maximum.
+    let number: u128 = number.parse().map_err(|_| too_long())?;
+    let millis = number.checked_mul(millis_per_unit).ok_or_else(too_long)?;
+    if millis > max.as_millis() {
+        return Err(too_long());
+    }
+    u64::try_from(millis)
+        .map(Duration::from_millis)
+        .map_err(|_| too_long())
+}
+
+/// `d` in the largest unit that writes it exactly: `365d`, `1h`, `90s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let millis = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if millis >= size && millis % size == 0 {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    format!("{millis}ms")
 }
 
 /// Parse a size such as `16KiB`, `1MiB`, `512B` or a bare byte count.
@@ -84,15 +125,65 @@ pub fn interpolate(text: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("3w").is_err());
+        assert_eq!(parse_duration("30s", DAY), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("15m", DAY), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h", DAY), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms", DAY), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration(" 1d ", DAY), Ok(DAY));
+        assert!(matches!(
+            parse_duration("30", DAY),
+            Err(DurationError::NoUnit(_))
+        ));
+        assert!(matches!(
+            parse_duration("s", DAY),
+            Err(DurationError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_duration("3w", DAY),
+            Err(DurationError::UnknownUnit { .. })
+        ));
+    }
+
+    #[test]
+    fn a_duration_longer_than_its_maximum_is_refused_naming_the_maximum() {
+        assert_eq!(parse_duration("86400000ms", DAY), Ok(DAY));
+        assert_eq!(parse_duration("24h", DAY), Ok(DAY));
+        for text in [
+            "86400001ms",
+            "25h",
+            "2d",
+            "999999999999h",
+            "213503982334601d",
+            "18446744073709551616ms",
+            "99999999999999999999999999999999999999999999d",
+        ] {
+            let err = parse_duration(text, DAY).expect_err(text);
+            assert!(
+                matches!(err, DurationError::TooLong { .. }),
+                "{text}: {err:?}"
+            );
+            assert!(err.to_string().contains("maximum, 1d"), "{text}: {err}");
+        }
+        let year = Duration::from_secs(365 * 86_400);
+        assert_eq!(parse_duration("8760h", year), Ok(year));
+        assert!(parse_duration("366d", year)
+            .expect_err("over a year")
+            .to_string()
+            .contains("365d"));
+    }
+
+    #[test]
+    fn maxima_are_written_in_their_largest_exact_unit() {
+        assert_eq!(format_duration(Duration::from_secs(365 * 86_400)), "365d");
+        assert_eq!(format_duration(DAY), "1d");
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::ZERO), "0ms");
     }
 
     #[test]

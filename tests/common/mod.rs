@@ -863,3 +863,60 @@ pub fn dechunk(mut rest: &str) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// Redirecting upstream
+
+/// A real HTTP/1.1 server on 127.0.0.1:0 that answers every request `302 Found` with the
+/// `Location` and `Content-Location` the request asked for in `x-test-location` and
+/// `x-test-content-location` (each omitted when not asked for).
+pub async fn start_redirecting_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let mut response = Response::builder().status(StatusCode::FOUND);
+                    for (asked, name) in [
+                        ("x-test-location", "location"),
+                        ("x-test-content-location", "content-location"),
+                    ] {
+                        if let Some(value) = req.headers().get(asked) {
+                            response = response.header(name, value);
+                        }
+                    }
+                    Ok::<_, std::convert::Infallible>(
+                        response.body(Full::new(Bytes::new())).expect("response"),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Write `message` into an upgraded (WebSocket) stream and expect the echo upstream to send it
+/// back within 5 s.
+pub async fn echo_through<S>(stream: &mut S, message: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(message).await.expect("write");
+    stream.flush().await.expect("flush");
+    let mut echoed = vec![0u8; message.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(echoed, message);
+}

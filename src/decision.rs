@@ -1,0 +1,210 @@
+//! The gateway's decision for a request, in the order the pipeline takes it: method spelling
+//! and refusals, request target, the gateway's own endpoints, the route, then access. The
+//! server and `portcullis explain` both call these functions, so `explain` can never tell an
+//! operator something the gateway would not do.
+//!
+//! Pure: no I/O, no clock. Authentication (which tokens are valid) is the caller's business;
+//! these functions take its outcome.
+
+use std::borrow::Cow;
+
+use http::Method;
+
+use crate::authz::ScopeSet;
+use crate::config::Config;
+use crate::error::Failure;
+use crate::path::{self, PathError};
+use crate::routes::{Access, Route};
+
+/// The logout endpoint's path (fixed; the login path is configured).
+pub const LOGOUT_PATH: &str = "/logout";
+
+/// Methods the gateway ever forwards, for `Allow` on 405 and `OPTIONS *`.
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Where a request goes once its target and method are acceptable.
+#[derive(Debug)]
+pub enum Destination<'c> {
+    /// `OPTIONS *`: answered by the gateway itself.
+    OptionsStar,
+    /// The login endpoint (POST only).
+    Login,
+    /// The logout endpoint (POST only).
+    Logout,
+    /// A route, by its position in the table (0-based).
+    Route { index: usize, route: &'c Route },
+    /// No route matches: 404, never forwarded.
+    NoRoute,
+}
+
+/// A request's destination and its canonical path (empty for `OPTIONS *`).
+#[derive(Debug)]
+pub struct Routed<'c> {
+    pub destination: Destination<'c>,
+    pub path: String,
+}
+
+/// Method rules that hold before anything else: a method must be an all-uppercase token (as
+/// nginx and gunicorn require: Django and Werkzeug uppercase it, so `delete` would run a
+/// DELETE handler while dodging a `methods: [DELETE]` rule); CONNECT and TRACE are never
+/// forwarded.
+pub fn check_method(method: &Method) -> Result<(), Failure> {
+    if method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(Failure::BadRequest("method must be an uppercase token"));
+    }
+    match *method {
+        Method::CONNECT | Method::TRACE => Err(Failure::MethodNotAllowed {
+            allow: ALLOWED_METHODS,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Route a request: `host` as [`routing_host`] reduced it, `target_path` the request target's
+/// path (no query), as sent. 400/405 for a method or target the gateway refuses.
+pub fn route<'c>(
+    config: &'c Config,
+    method: &Method,
+    host: &str,
+    target_path: &str,
+) -> Result<Routed<'c>, Failure> {
+    check_method(method)?;
+    if target_path == "*" {
+        return if *method == Method::OPTIONS {
+            Ok(Routed {
+                destination: Destination::OptionsStar,
+                path: String::new(),
+            })
+        } else {
+            Err(Failure::BadTarget(PathError::NotOriginForm))
+        };
+    }
+    let path = path::normalise(target_path)?;
+    let destination = if path == config.login.path {
+        Destination::Login
+    } else if path == LOGOUT_PATH {
+        Destination::Logout
+    } else {
+        match config.routes.find(method, host, &path) {
+            Some((index, route)) => Destination::Route { index, route },
+            None => Destination::NoRoute,
+        }
+    };
+    Ok(Routed { destination, path })
+}
+
+/// Whether the gateway's own endpoints accept `method` (405 with `Allow: POST` otherwise).
+pub fn check_endpoint_method(method: &Method) -> Result<(), Failure> {
+    if *method == Method::POST {
+        Ok(())
+    } else {
+        Err(Failure::MethodNotAllowed { allow: "POST" })
+    }
+}
+
+/// The access decision on a matched route, given the caller's granted scopes (expanded
+/// through `implies`) when a valid token was presented.
+pub fn authorise(
+    config: &Config,
+    route: &Route,
+    granted: Option<&ScopeSet>,
+) -> Result<(), Failure> {
+    match &route.access {
+        Access::Deny => Err(Failure::Denied),
+        Access::Public => Ok(()),
+        Access::Scopes(requirement) => {
+            let granted = granted.ok_or(Failure::MissingToken)?;
+            requirement
+                .check(granted, &config.vocabulary)
+                .map_err(|needed| Failure::InsufficientScope { needed })
+        }
+    }
+}
+
+/// Validate a Host value (RFC 9110 §7.2: uri-host [":" port]) and reduce it to what route
+/// `host:` rules compare against: lowercase, without port or trailing dot.
+pub fn routing_host(host: &str) -> Result<Cow<'_, str>, Failure> {
+    const BAD: Failure = Failure::BadRequest("invalid Host header");
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']').ok_or(BAD)?;
+        if inside.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(BAD);
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or(BAD)?),
+        };
+        (&host[..inside.len() + 2], port)
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    if let Some(port) = port {
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BAD);
+        }
+    }
+    let valid = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'[' | b']' | b':')
+    };
+    if name.is_empty() || !name.bytes().all(valid) {
+        return Err(BAD);
+    }
+    let name = name.trim_end_matches('.');
+    // Copy only when the client's spelling is not already the canonical one.
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Ok(Cow::Owned(name.to_ascii_lowercase()))
+    } else {
+        Ok(Cow::Borrowed(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_host_normalises_and_rejects_bad_values() {
+        assert_eq!(routing_host("GW.Test:443").ok().as_deref(), Some("gw.test"));
+        assert_eq!(routing_host("gw.test.").ok().as_deref(), Some("gw.test"));
+        assert_eq!(routing_host("[::1]:8443").ok().as_deref(), Some("[::1]"));
+        assert_eq!(routing_host("[::1]").ok().as_deref(), Some("[::1]"));
+        for bad in [
+            "gw.test@evil.test",
+            "gw.test:80:80",
+            "gw.test/x",
+            "gw.test:",
+            "gw test",
+            "[zz]",
+            "[::1]x",
+            "",
+        ] {
+            assert!(routing_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn methods_must_be_uppercase_and_never_connect_or_trace() {
+        for ok in ["GET", "DELETE", "M-SEARCH", "PROPFIND"] {
+            assert!(
+                check_method(&ok.parse().unwrap_or_default()).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["get", "Delete", "tRACE", "propfind"] {
+            let method = Method::from_bytes(bad.as_bytes()).unwrap_or_default();
+            assert!(
+                matches!(check_method(&method), Err(Failure::BadRequest(_))),
+                "{bad}"
+            );
+        }
+        for refused in [Method::CONNECT, Method::TRACE] {
+            assert!(matches!(
+                check_method(&refused),
+                Err(Failure::MethodNotAllowed { .. })
+            ));
+        }
+    }
+}
