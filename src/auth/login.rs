@@ -36,7 +36,8 @@ const REFUSAL_HOLD: Duration = Duration::from_millis(500);
 
 /// The credentials a login request carries, from a form or JSON body.
 #[derive(Debug, Default, Deserialize)]
-struct LoginForm {
+#[doc(hidden)]
+pub struct LoginForm {
     grant_type: Option<String>,
     username: Option<String>,
     password: Option<String>,
@@ -296,7 +297,8 @@ async fn read_form(request: Request<Incoming>, limits: &Limits) -> Result<LoginF
     }
 }
 
-fn parse_form(bytes: &[u8]) -> Result<LoginForm, Failure> {
+#[doc(hidden)]
+pub fn parse_form(bytes: &[u8]) -> Result<LoginForm, Failure> {
     let mut form = LoginForm::default();
     for (key, value) in form_urlencoded::parse(bytes) {
         let slot = match key.as_ref() {
