@@ -26,12 +26,14 @@ const SECRET: &str = "fuzz-secret-fuzz-secret-fuzz-secret-0123";
 /// The clock every verification uses (seeds carry `exp` around it).
 const NOW: u64 = 1_700_000_000;
 const LEEWAY: u64 = 30;
+/// Token lifetime of the fuzz config (`ttl: 5m`).
+const TTL: u64 = 300;
 
 fn keys() -> &'static TokenKeys {
     static KEYS: OnceLock<TokenKeys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let yaml = format!(
-            "tokens:\n  algorithm: HS256\n  secret: \"{SECRET}\"\n  ttl: 5m\n  leeway: {LEEWAY}s\n"
+            "tokens:\n  algorithm: HS256\n  secret: \"{SECRET}\"\n  ttl: {TTL}s\n  leeway: {LEEWAY}s\n"
         );
         let config = Config::from_text(Path::new("fuzz.yaml"), &yaml).expect("fuzz config");
         TokenKeys::new(config.tokens.clone())
@@ -97,6 +99,11 @@ fn signed(rest: &[u8]) {
         "accepted subject {sub:?}"
     );
     assert!(NOW < verified.expires_at.saturating_add(LEEWAY), "expired");
+    assert!(
+        verified.expires_at <= NOW + TTL + LEEWAY,
+        "lifetime beyond ttl + leeway: exp {}",
+        verified.expires_at
+    );
     for (i, scope) in verified.scopes.iter().enumerate() {
         assert!(!scope.is_empty(), "empty scope");
         assert!(!scope.chars().any(char::is_control), "scope {scope:?}");
