@@ -17,9 +17,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::de::{Error as _, IgnoredAny};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
+
+mod claims;
+use claims::{check_subject, json_depth_exceeds, merge_scopes, InClaims, MAX_JSON_DEPTH};
 
 /// Tokens longer than this are rejected before any decoding (bounds parsing work).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -29,9 +32,6 @@ pub const MAX_SUBJECT_BYTES: usize = 256;
 pub const MAX_KID_BYTES: usize = 256;
 /// The `typ` header of the tokens we issue (RFC 9068).
 pub const TOKEN_TYPE: &str = "at+jwt";
-
-/// Largest timestamp accepted in a NumericDate claim (year ~33658); bounds float casts.
-const MAX_NUMERIC_DATE: f64 = 1.0e12;
 
 /// Signing algorithm, fixed by configuration; never taken from a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,45 +195,6 @@ struct OutClaims<'a> {
     jti: &'a str,
     #[serde(skip_serializing_if = "String::is_empty")]
     scope: String,
-}
-
-/// Claims we read. A typed struct makes duplicate known claims and wrong types errors.
-#[derive(Deserialize)]
-struct InClaims {
-    sub: String,
-    exp: NumericDate,
-    nbf: Option<NumericDate>,
-    iat: Option<NumericDate>,
-    jti: Option<String>,
-    scope: Option<String>,
-    scp: Option<StringOrArray>,
-    scopes: Option<Vec<String>>,
-    // Checked by jsonwebtoken; listed so a duplicated claim is a parse error here too.
-    #[serde(rename = "iss")]
-    _iss: Option<IgnoredAny>,
-    #[serde(rename = "aud")]
-    _aud: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StringOrArray {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// Unix seconds; integers or finite non-negative floats (truncated), nothing else.
-struct NumericDate(u64);
-
-impl<'de> Deserialize<'de> for NumericDate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if v.is_finite() && (0.0..=MAX_NUMERIC_DATE).contains(&v) {
-            Ok(NumericDate(v as u64))
-        } else {
-            Err(D::Error::custom("invalid NumericDate"))
-        }
-    }
 }
 
 /// The JOSE header as we read it, independently of jsonwebtoken.
@@ -456,45 +417,6 @@ fn key_id(alg: SigningAlgorithm, secret: &[u8]) -> String {
         .collect()
 }
 
-fn check_subject(sub: &str) -> Result<(), TokenError> {
-    if sub.is_empty() || sub.len() > MAX_SUBJECT_BYTES || sub.chars().any(char::is_control) {
-        return Err(TokenError::InvalidSubject);
-    }
-    Ok(())
-}
-
-/// `scope` splits on single ASCII spaces (RFC 6749 §3.3); empty pieces are dropped. Any
-/// entry containing a control character (tab, newline, …) rejects the whole token: such
-/// names cannot be granted by us and could corrupt logs downstream.
-fn merge_scopes(
-    scope: Option<String>,
-    scp: Option<StringOrArray>,
-    scopes: Option<Vec<String>>,
-) -> Result<Vec<String>, TokenError> {
-    let mut all: Vec<String> = Vec::new();
-    let mut add = |s: &str| -> Result<(), TokenError> {
-        if s.chars().any(char::is_control) {
-            return Err(TokenError::InvalidScope);
-        }
-        if !s.is_empty() && !all.iter().any(|have| have == s) {
-            all.push(s.to_owned());
-        }
-        Ok(())
-    };
-    for s in scope.as_deref().unwrap_or("").split(' ') {
-        add(s)?;
-    }
-    match scp {
-        Some(StringOrArray::One(s)) => s.split(' ').try_for_each(&mut add)?,
-        Some(StringOrArray::Many(v)) => v.iter().try_for_each(|s| add(s))?,
-        None => {}
-    }
-    for s in scopes.iter().flatten() {
-        add(s)?;
-    }
-    Ok(all)
-}
-
 fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
     match e.kind() {
         ErrorKind::InvalidSignature => TokenError::InvalidSignature,
@@ -523,37 +445,6 @@ fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
         // Shape, base64, JSON, UTF-8, claim format, and anything added later: fail closed.
         _ => TokenError::Malformed,
     }
-}
-
-/// Claims nest far less than this in any real token.
-const MAX_JSON_DEPTH: usize = 32;
-
-/// True when JSON `bytes` open more than `limit` nested arrays/objects (strings skipped).
-fn json_depth_exceeds(bytes: &[u8], limit: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
 }
 
 #[cfg(test)]
