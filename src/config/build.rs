@@ -1,0 +1,411 @@
+//! The builder: raw `gateway.yaml` types ([`super::file`]) in, validated [`super::Config`]
+//! out, every error naming its `file:line:col`.
+
+use super::file::{Location, Spanned};
+use super::units::{interpolate, parse_duration, parse_size};
+mod identity;
+mod routes;
+
+use super::*;
+use crate::auth::jwt::{SigningAlgorithm, TokenSettings};
+use crate::limit::LockoutPolicy;
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Carries the file name so every conversion error can name its position.
+pub(super) struct Builder {
+    file: PathBuf,
+    base: PathBuf,
+}
+
+impl Builder {
+    pub(super) fn new(path: &Path) -> Self {
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Builder {
+            file: path.to_owned(),
+            base,
+        }
+    }
+
+    fn err(&self, at: Option<&Location>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            position: at.filter(|l| l.line() > 0).map(|l| (l.line(), l.column())),
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.err(Some(&spanned.referenced), message)
+    }
+
+    fn string(&self, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+        interpolate(&value.value).map_err(|e| self.at(value, format!("{key}: {e}")))
+    }
+
+    /// An optional duration, at most `max`.
+    fn duration(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => self.required_duration(v, key, max),
+        }
+    }
+
+    fn required_duration(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        parse_duration(&value.value, max).map_err(|e| self.at(value, format!("{key}: {e}")))
+    }
+
+    /// A timeout or grace period: at most [`MAX_TIMEOUT`].
+    fn timeout(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        self.duration(value, key, default, MAX_TIMEOUT)
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    pub(super) fn build(&self, raw: file::GatewayFile, text: &str) -> Result<Config, ConfigError> {
+        let listen = match &raw.listen {
+            None => SocketAddr::from(([0, 0, 0, 0], 8443)),
+            Some(v) => self
+                .string(v, "listen")?
+                .parse()
+                .map_err(|_| self.at(v, "listen: expected an address like 0.0.0.0:8443"))?,
+        };
+        let admin = match &raw.admin {
+            None => None,
+            Some(v) => Some(
+                self.string(v, "admin")?
+                    .parse()
+                    .map_err(|_| self.at(v, "admin: expected an address like 127.0.0.1:9901"))?,
+            ),
+        };
+        let tls = match &raw.tls {
+            None => None,
+            Some(t) => Some(TlsPaths {
+                cert: self.resolve(&self.string(&t.cert, "tls.cert")?),
+                key: self.resolve(&self.string(&t.key, "tls.key")?),
+            }),
+        };
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .map(|v| parse_net(&v.value).map_err(|e| self.at(v, format!("trusted_proxies: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let limits = self.limits(&raw.limits)?;
+        let (tokens, secret_is_random) = self.tokens(&raw.tokens)?;
+        let login = self.login(&raw.login)?;
+        let log_format = match &raw.log.format {
+            None => LogFormat::Pretty,
+            Some(v) => match v.value.as_str() {
+                "pretty" => LogFormat::Pretty,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(self.at(
+                        v,
+                        format!("log.format: `{other}` is not `pretty` or `json`"),
+                    ))
+                }
+            },
+        };
+        let vocabulary = self.vocabulary(&raw.scopes)?;
+        let mut files = vec![self.file.clone()];
+        let mut digest_input = text.to_owned();
+        let users = self.users(&raw, &vocabulary, &mut files, &mut digest_input)?;
+        if let Some(paths) = &tls {
+            // Certificates reload too: their content is part of what makes a new generation,
+            // and their files are watched like the config itself.
+            for file in [&paths.cert, &paths.key] {
+                if let Ok(bytes) = std::fs::read(file) {
+                    digest_input.push_str(&digest_hex_bytes(&bytes));
+                }
+                files.push(file.clone());
+            }
+        }
+        let upstreams = self.upstreams(&raw.upstreams)?;
+        let extra_methods = self.extra_methods(&raw.extra_methods)?;
+        let routes = self.routes(&raw.routes, &vocabulary, &upstreams, &extra_methods)?;
+        Ok(Config {
+            source: self.file.clone(),
+            files,
+            listen,
+            tls,
+            admin,
+            trusted_proxies,
+            limits,
+            tokens,
+            secret_is_random,
+            login,
+            log_format,
+            vocabulary,
+            users,
+            upstreams,
+            routes,
+            digest: digest_hex(&digest_input),
+        })
+    }
+
+    fn limits(&self, raw: &file::LimitsFile) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let count = |v: &Option<Spanned<u64>>,
+                     key: &str,
+                     default: usize,
+                     min: u64|
+         -> Result<usize, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(v) if v.value < min => {
+                    Err(self.at(v, format!("limits.{key}: must be at least {min}")))
+                }
+                Some(v) => usize::try_from(v.value)
+                    .map_err(|_| self.at(v, format!("limits.{key}: too large"))),
+            }
+        };
+        let max_header_bytes = match &raw.max_header_bytes {
+            None => d.max_header_bytes,
+            Some(v) => {
+                let bytes = parse_size(&v.value)
+                    .map_err(|e| self.at(v, format!("limits.max_header_bytes: {e}")))?;
+                if !(1024..=1024 * 1024).contains(&bytes) {
+                    return Err(
+                        self.at(v, "limits.max_header_bytes: must be between 1KiB and 1MiB")
+                    );
+                }
+                bytes as usize
+            }
+        };
+        let size = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<u64>, ConfigError> {
+            let Some(v) = v else { return Ok(None) };
+            match parse_size(&v.value) {
+                Ok(0) => Err(self.at(v, format!("limits.{key}: must be at least 1B"))),
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) => Err(self.at(v, format!("limits.{key}: {e}"))),
+            }
+        };
+        let header_read_timeout = self.timeout(
+            &raw.header_read_timeout,
+            "limits.header_read_timeout",
+            d.header_read_timeout,
+        )?;
+        Ok(Limits {
+            header_read_timeout,
+            idle_timeout: self.timeout(&raw.idle_timeout, "limits.idle_timeout", d.idle_timeout)?,
+            max_header_bytes,
+            max_headers: count(&raw.max_headers, "max_headers", d.max_headers, 1)?,
+            max_connections: count(
+                &raw.max_connections,
+                "max_connections",
+                d.max_connections,
+                1,
+            )?,
+            shutdown_grace: self.timeout(
+                &raw.shutdown_grace,
+                "limits.shutdown_grace",
+                d.shutdown_grace,
+            )?,
+            max_h2_streams: count(
+                &raw.max_h2_streams,
+                "max_h2_streams",
+                d.max_h2_streams as usize,
+                1,
+            )?
+            .try_into()
+            .unwrap_or(u32::MAX),
+            // A client slow with its body is as suspect as one slow with its headers.
+            body_read_timeout: self.timeout(
+                &raw.body_read_timeout,
+                "limits.body_read_timeout",
+                header_read_timeout,
+            )?,
+            body_min_rate: size(&raw.body_min_rate, "body_min_rate")?.unwrap_or(d.body_min_rate),
+            max_body_size: size(&raw.max_body_size, "max_body_size")?,
+            write_timeout: self.timeout(
+                &raw.write_timeout,
+                "limits.write_timeout",
+                d.write_timeout,
+            )?,
+        })
+    }
+
+    fn tokens(&self, raw: &file::TokensFile) -> Result<(TokenSettings, bool), ConfigError> {
+        let algorithm = match &raw.algorithm {
+            None => SigningAlgorithm::HS256,
+            Some(v) => match v.value.as_str() {
+                "HS256" => SigningAlgorithm::HS256,
+                "HS384" => SigningAlgorithm::HS384,
+                "HS512" => SigningAlgorithm::HS512,
+                other => {
+                    return Err(self.at(
+                        v,
+                        format!(
+                            "tokens.algorithm: `{other}` is not supported (HS256, HS384 or HS512)"
+                        ),
+                    ))
+                }
+            },
+        };
+        let (secret, secret_is_random) = match &raw.secret {
+            None => (process_secret(), true),
+            Some(v) => {
+                let secret = self.string(v, "tokens.secret")?;
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(self.at(
+                        v,
+                        format!(
+                            "tokens.secret: must be at least {MIN_SECRET_BYTES} bytes (got {})",
+                            secret.len()
+                        ),
+                    ));
+                }
+                (secret.into_bytes(), false)
+            }
+        };
+        let optional =
+            |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
+                v.as_ref().map(|v| self.string(v, key)).transpose()
+            };
+        let ttl = self.duration(
+            &raw.ttl,
+            "tokens.ttl",
+            Duration::from_secs(3600),
+            MAX_PERIOD,
+        )?;
+        if ttl.is_zero() {
+            return Err(self.err(
+                raw.ttl.as_ref().map(|v| &v.referenced),
+                "tokens.ttl: must be positive",
+            ));
+        }
+        Ok((
+            TokenSettings {
+                algorithm,
+                secret,
+                issuer: optional(&raw.issuer, "tokens.issuer")?,
+                audience: optional(&raw.audience, "tokens.audience")?,
+                ttl,
+                leeway: self.timeout(&raw.leeway, "tokens.leeway", Duration::from_secs(30))?,
+            },
+            secret_is_random,
+        ))
+    }
+
+    fn login(&self, raw: &file::LoginFile) -> Result<LoginSettings, ConfigError> {
+        let path = match &raw.path {
+            None => "/login".to_owned(),
+            Some(v) => {
+                let normalised = crate::path::normalise(&v.value)
+                    .map_err(|e| self.at(v, format!("login.path: {e}")))?;
+                if normalised != v.value {
+                    return Err(self.at(
+                        v,
+                        format!("login.path: write it in canonical form (`{normalised}`)"),
+                    ));
+                }
+                normalised
+            }
+        };
+        let lockout = match &raw.lockout {
+            None => LockoutPolicy {
+                failures: 5,
+                window: Duration::from_secs(15 * 60),
+                duration: Duration::from_secs(15 * 60),
+                ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            },
+            Some(l) => self.lockout(l)?,
+        };
+        let max_revocations_per_subject = match &raw.max_revocations_per_subject {
+            None => DEFAULT_REVOCATIONS_PER_SUBJECT,
+            Some(v) if (1..=MAX_REVOCATIONS_PER_SUBJECT).contains(&v.value) => v.value as usize,
+            Some(v) => {
+                return Err(self.at(
+                    v,
+                    format!(
+                        "login.max_revocations_per_subject: must be between 1 and {MAX_REVOCATIONS_PER_SUBJECT}"
+                    ),
+                ))
+            }
+        };
+        Ok(LoginSettings {
+            path,
+            lockout,
+            max_revocations_per_subject,
+        })
+    }
+
+    fn lockout(&self, l: &file::LockoutFile) -> Result<LockoutPolicy, ConfigError> {
+        let failures = u32::try_from(l.failures.value)
+            .ok()
+            .filter(|f| *f > 0)
+            .ok_or_else(|| {
+                self.at(
+                    &l.failures,
+                    "login.lockout.failures: must be between 1 and 2^32",
+                )
+            })?;
+        let ipv6_prefix = match &l.ipv6_prefix {
+            None => DEFAULT_IPV6_PREFIX,
+            Some(v) => u8::try_from(v.value)
+                .ok()
+                .filter(|p| (1..=128).contains(p))
+                .ok_or_else(|| {
+                    self.at(v, "login.lockout.ipv6_prefix: must be between 1 and 128")
+                })?,
+        };
+        Ok(LockoutPolicy {
+            failures,
+            window: self.required_duration(&l.window, "login.lockout.window", MAX_PERIOD)?,
+            duration: self.required_duration(&l.duration, "login.lockout.duration", MAX_PERIOD)?,
+            ipv6_prefix,
+        })
+    }
+}
+
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is not a CIDR like 10.0.0.0/8 or an IP address"))
+}
+
+fn valid_scope_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "*"
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+fn valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+}

@@ -1,0 +1,202 @@
+//! The routing half of the builder: upstreams, extension methods and the route table.
+
+use super::file::Spanned;
+use super::methods::ExtraMethods;
+use super::units::{interpolate, parse_duration, parse_size};
+use super::*;
+use crate::authz::{Requirement, Vocabulary};
+use crate::routes::{Access, Route, RouteTable};
+use http::uri::Scheme;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+impl Builder {
+    pub(super) fn upstreams(
+        &self,
+        raw: &BTreeMap<String, Spanned<file::UpstreamFile>>,
+    ) -> Result<HashMap<String, Upstream>, ConfigError> {
+        let mut upstreams = HashMap::with_capacity(raw.len());
+        for (name, spanned) in raw {
+            let (url, connect, timeout, pass_token) = match &spanned.value {
+                file::UpstreamFile::Url(url) => (url.clone(), None, None, false),
+                file::UpstreamFile::Full(f) => (
+                    f.url.clone(),
+                    f.connect_timeout.clone(),
+                    f.timeout.clone(),
+                    f.pass_token,
+                ),
+            };
+            let here = |message: String| self.at(spanned, format!("upstreams.{name}: {message}"));
+            let url = interpolate(&url).map_err(here)?;
+            let target = parse_upstream_url(&url).map_err(here)?;
+            let parse = |v: Option<String>, key: &str, default: Duration| match v {
+                None => Ok(default),
+                Some(v) => parse_duration(&v, MAX_TIMEOUT).map_err(|e| here(format!("{key}: {e}"))),
+            };
+            upstreams.insert(
+                name.clone(),
+                Upstream {
+                    name: name.clone(),
+                    target,
+                    connect_timeout: parse(connect, "connect_timeout", Duration::from_secs(3))?,
+                    timeout: parse(timeout, "timeout", Duration::from_secs(60))?,
+                    pass_token,
+                },
+            );
+        }
+        Ok(upstreams)
+    }
+
+    pub(super) fn extra_methods(
+        &self,
+        raw: &[Spanned<String>],
+    ) -> Result<ExtraMethods, ConfigError> {
+        let mut extra = ExtraMethods::default();
+        for name in raw {
+            extra
+                .declare(&name.value)
+                .map_err(|e| self.at(name, format!("extra_methods: {e}")))?;
+        }
+        Ok(extra)
+    }
+
+    pub(super) fn routes(
+        &self,
+        raw: &[Spanned<file::RouteFile>],
+        vocabulary: &Vocabulary,
+        upstreams: &HashMap<String, Upstream>,
+        extra_methods: &ExtraMethods,
+    ) -> Result<RouteTable, ConfigError> {
+        let mut routes = Vec::with_capacity(raw.len());
+        let mut ids = HashSet::new();
+        for (index, spanned) in raw.iter().enumerate() {
+            let r = &spanned.value;
+            let here = |message: String| {
+                self.at(spanned, format!("routes[{index}] ({}): {message}", r.path))
+            };
+            let id =
+                r.id.clone()
+                    .unwrap_or_else(|| format!("route-{}", index + 1));
+            if !ids.insert(id.clone()) {
+                return Err(here(format!("duplicate route id `{id}`")));
+            }
+            let access = route_access(r, vocabulary).map_err(here)?;
+            let upstream = match (&r.upstream, &access) {
+                (None, Access::Deny) => None,
+                (None, _) => return Err(here("`upstream` is required unless `deny: true`".into())),
+                (Some(name), _) if !upstreams.contains_key(name) => {
+                    return Err(here(format!("unknown upstream `{name}`")))
+                }
+                (Some(name), _) => Some(name.clone()),
+            };
+            let methods = match &r.methods {
+                None => None,
+                Some(list) if list.is_empty() => {
+                    return Err(here(
+                        "`methods: []` would match nothing; omit it for any method".into(),
+                    ))
+                }
+                // Each complaint names the method's own line.
+                Some(list) => Some(
+                    list.iter()
+                        .map(|m| {
+                            extra_methods.rule_method(&m.value).map_err(|e| {
+                                self.at(m, format!("routes[{index}] ({}): {e}", r.path))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+            let host = r
+                .host
+                .as_ref()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+            let max_body_size = match r.max_body_size.as_deref().map(parse_size) {
+                None => None,
+                Some(Ok(0)) => return Err(here("max_body_size: must be at least 1B".into())),
+                Some(Ok(bytes)) => Some(bytes),
+                Some(Err(e)) => return Err(here(format!("max_body_size: {e}"))),
+            };
+            routes.push(Route {
+                id,
+                pattern: r.path.clone(),
+                methods,
+                host,
+                case_insensitive: r.case_insensitive,
+                access,
+                upstream,
+                max_body_size,
+            });
+        }
+        RouteTable::compile(routes).map_err(|(index, e)| {
+            let at = raw.get(index).map(|s| &s.referenced);
+            self.err(at, format!("routes[{index}]: {e}"))
+        })
+    }
+}
+
+/// Exactly one of `public`, `deny`, or scopes: forgetting a line must never open a path.
+fn route_access(r: &file::RouteFile, vocabulary: &Vocabulary) -> Result<Access, String> {
+    let wants_scopes = r.scopes.is_some() || r.any_scopes.is_some();
+    match (r.public, r.deny, wants_scopes) {
+        (false, false, false) => Err(
+            "say who may pass: `public: true`, `deny: true`, or `scopes:` / `any_scopes:`".into(),
+        ),
+        (true, false, false) => Ok(Access::Public),
+        (false, true, false) => Ok(Access::Deny),
+        (false, false, true) => {
+            let ids = |names: &Option<Vec<String>>| -> Result<Vec<_>, String> {
+                names
+                    .iter()
+                    .flatten()
+                    .map(|n| {
+                        vocabulary.id(n).ok_or_else(|| {
+                            format!("unknown scope `{n}` (declare it under `scopes:`)")
+                        })
+                    })
+                    .collect()
+            };
+            let all = ids(&r.scopes)?;
+            let any = ids(&r.any_scopes)?;
+            if matches!(&r.any_scopes, Some(list) if list.is_empty()) {
+                return Err("`any_scopes: []` can never be satisfied; omit it".into());
+            }
+            Ok(Access::Scopes(Requirement {
+                all: vocabulary.set_of(&all),
+                any: vocabulary.set_of(&any),
+            }))
+        }
+        _ => Err("`public`, `deny` and `scopes`/`any_scopes` exclude each other; pick one".into()),
+    }
+}
+
+fn parse_upstream_url(url: &str) -> Result<UpstreamTarget, String> {
+    if url == "echo:" {
+        return Ok(UpstreamTarget::Echo);
+    }
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("`{url}` needs a scheme (http://)"))?;
+    if scheme != Scheme::HTTP {
+        return Err(format!(
+            "`{url}`: only http:// upstreams (and `echo:`) are supported"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("`{url}` needs a host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "`{url}`: credentials in upstream URLs are not supported"
+        ));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "`{url}`: a path prefix is not supported; the request path is forwarded as is"
+        ));
+    }
+    Ok(UpstreamTarget::Http { scheme, authority })
+}
