@@ -199,7 +199,7 @@ async fn bench() {
     let token = shared
         .snapshot()
         .keys
-        .issue("alice", &["read"], portcullis::service::unix_now())
+        .issue("alice", &["read"], portcullis::clock::unix_now())
         .expect("token")
         .token;
     let listeners = portcullis::bind("127.0.0.1:0".parse().expect("addr"), 1).expect("bind");

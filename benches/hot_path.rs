@@ -8,9 +8,9 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::header::{HeaderMap, HeaderValue};
-use portcullis::auth::bearer::authenticate;
 use portcullis::config::Config;
-use portcullis::headers;
+use portcullis::forward::headers;
+use portcullis::pipeline::authenticate::authenticate;
 use portcullis::state::{Shared, Snapshot};
 
 const CONFIG: &str = r#"
@@ -29,7 +29,7 @@ fn normalisation(c: &mut Criterion) {
         ("dots_and_escapes", "/api/./v1//items/%7Euser/../42%20x"),
     ] {
         group.bench_function(name, |b| {
-            b.iter(|| portcullis::path::normalise(black_box(path)))
+            b.iter(|| portcullis::policy::path::normalise(black_box(path)))
         });
     }
     group.finish();
@@ -39,7 +39,7 @@ fn tokens(c: &mut Criterion) {
     let config = Config::from_text(Path::new("bench.yaml"), CONFIG).expect("config");
     let shared = Shared::new(Snapshot::build(config, 1).expect("snapshot"));
     let snapshot = shared.snapshot();
-    let now = portcullis::service::unix_now();
+    let now = portcullis::clock::unix_now();
     let token = snapshot
         .keys
         .issue("alice", &["read", "write"], now)
@@ -97,7 +97,7 @@ fn header_rewriting(c: &mut Criterion) {
 /// what came before (the old history search was quadratic on the first input).
 fn head_scanning(c: &mut Criterion) {
     use criterion::Throughput;
-    use portcullis::framing::HeadScanner;
+    use portcullis::conn::framing::HeadScanner;
 
     let line = "POST /public/burst ";
     let padded = format!(

@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::Method;
-use portcullis::authz::{Requirement, Vocabulary};
-use portcullis::routes::{Access, Route, RouteTable};
+use portcullis::policy::authz::{Requirement, Vocabulary};
+use portcullis::policy::routes::{Access, Route, RouteTable};
 
 fn scopes(vocab: &Vocabulary, name: &str) -> Access {
     let ids: Vec<_> = vocab.id(name).into_iter().collect();

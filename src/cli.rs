@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::authz::ScopeSet;
-use crate::config::{lint, reload, Config, LogFormat};
-use crate::decision::Destination;
+use crate::config::{lint, Config, LogFormat};
 use crate::error::Failure;
-use crate::log_sink::{self, LogSink, LogSinkGuard};
-use crate::routes::Access;
+use crate::ops::log_sink::{self, LogSink, LogSinkGuard};
+use crate::policy::authz::ScopeSet;
+use crate::policy::decision::{Destination, Permit};
+use crate::reload;
 use crate::state::{Shared, Snapshot};
 
 /// Portcullis: a TLS reverse-proxy authentication gateway.
@@ -111,7 +111,7 @@ fn init_tracing(format: LogFormat) -> Option<LogSinkGuard> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(crate::log_buffer::BatchingWriter::new(writer, format));
+        .with_writer(crate::ops::log_buffer::BatchingWriter::new(writer, format));
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -163,7 +163,7 @@ fn run(path: &Path) -> ExitCode {
         if let Some(admin) = admin {
             let admin_listener = tokio::net::TcpListener::bind(admin).await?;
             tracing::info!(address = %admin, "admin listener (healthz, readyz, metrics)");
-            tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
+            tokio::spawn(crate::server::admin::serve(admin_listener, shared.clone()));
         }
         let _watcher = reload::spawn(path.to_owned(), shared.clone());
         tracing::info!(address = %listen, workers = listeners.len(), "portcullis listening on https://{listen}");
@@ -232,7 +232,7 @@ struct ExplainRequest<'a> {
 }
 
 /// Print the decision the gateway would take, computed by the same functions the server
-/// calls ([`crate::decision`]), with the status it would answer.
+/// calls ([`crate::policy::decision`]), with the status it would answer.
 fn explain(
     path: &Path,
     request: &ExplainRequest<'_>,
@@ -247,11 +247,21 @@ fn explain(
         return ExitCode::FAILURE;
     };
     let target_path = request.target.split('?').next().unwrap_or(request.target);
-    let host = match request.host.map(crate::decision::routing_host).transpose() {
+    let host = match request
+        .host
+        .map(crate::policy::decision::routing_host)
+        .transpose()
+    {
         Ok(host) => host.unwrap_or_default(),
         Err(failure) => return print_refusal(&failure),
     };
-    let routed = match crate::decision::route(&config, &method, &host, target_path) {
+    let routed = match crate::policy::decision::route(
+        &config.routes,
+        &config.login.path,
+        &method,
+        &host,
+        target_path,
+    ) {
         Ok(routed) => routed,
         Err(failure) => {
             println!("path:     {target_path}");
@@ -273,12 +283,14 @@ fn explain(
         Destination::Route { index, route } => {
             println!("route:    #{} {} ({})", index + 1, route.id, route.pattern);
             let granted = granted_scopes(&config, scopes, token);
-            return match crate::decision::authorise(&config, route, granted.as_ref()) {
-                Ok(()) => {
+            let decision =
+                crate::policy::decision::decide(route, granted.as_ref(), &config.vocabulary);
+            return match decision {
+                Ok(permit) => {
                     let upstream = route.upstream.as_deref().unwrap_or("?");
-                    let why = match route.access {
-                        Access::Public => "public route",
-                        _ => "scopes satisfied",
+                    let why = match permit {
+                        Permit::Public => "public route",
+                        Permit::ScopesSatisfied => "scopes satisfied",
                     };
                     println!("decision: forwarded to `{upstream}` ({why})");
                     ExitCode::SUCCESS
@@ -288,7 +300,7 @@ fn explain(
         }
     };
     println!("endpoint: {endpoint} (served by the gateway)");
-    match crate::decision::check_endpoint_method(&method) {
+    match crate::policy::decision::check_endpoint_method(&method) {
         Ok(()) => println!("decision: answered by the {endpoint} endpoint"),
         Err(failure) => {
             print_refusal(&failure);
@@ -308,7 +320,7 @@ fn granted_scopes(
         (Some(list), _) => list,
         (None, Some(token)) => {
             let keys = crate::auth::jwt::TokenKeys::new(config.tokens.clone());
-            match keys.verify(&token, crate::service::unix_now()) {
+            match keys.verify(&token, crate::clock::unix_now()) {
                 Ok(verified) => {
                     println!(
                         "token:    valid, sub={}, scope={}",

@@ -1,13 +1,15 @@
 //! Every way a request can fail, and the ONE place a failure becomes a status, headers and a
 //! JSON body. Call sites pick a variant; they never pick a status code.
+//!
+//! The reasons the lower layers give ([`PathError`] from `policy::path`, [`TokenError`] from
+//! `auth::jwt`) are defined here too, at the bottom of the module graph, so [`Failure`] can
+//! carry them and `policy` and `auth` can return it without an import circle.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::auth::jwt::TokenError;
 use crate::body::ResponseBody;
-use crate::path::PathError;
 
 /// `WWW-Authenticate` realm, as SPEC fixes it.
 const REALM: &str = "portcullis";
@@ -43,9 +45,9 @@ pub enum Failure {
     UpstreamUnavailable,
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// A token-endpoint error (RFC 6749 §5.2): always 400, with the OAuth error code.
     #[error("oauth error {error}")]
     OAuth {
-        status: StatusCode,
         error: &'static str,
         description: &'static str,
     },
@@ -67,9 +69,10 @@ impl Failure {
     /// The status this failure is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Failure::BadTarget(_) | Failure::BadRequest(_) | Failure::AmbiguousFraming => {
-                StatusCode::BAD_REQUEST
-            }
+            Failure::BadTarget(_)
+            | Failure::BadRequest(_)
+            | Failure::AmbiguousFraming
+            | Failure::OAuth { .. } => StatusCode::BAD_REQUEST,
             Failure::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Failure::NotFound => StatusCode::NOT_FOUND,
             Failure::Denied | Failure::InsufficientScope { .. } => StatusCode::FORBIDDEN,
@@ -78,32 +81,11 @@ impl Failure {
             Failure::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Failure::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Failure::OAuth { status, .. } => *status,
             Failure::LockedOut { .. } | Failure::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Failure::Busy | Failure::Saturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The decision label used in access logs and metrics.
-    pub fn decision(&self) -> &'static str {
-        match self {
-            Failure::BadTarget(_)
-            | Failure::BadRequest(_)
-            | Failure::AmbiguousFraming
-            | Failure::MethodNotAllowed { .. } => "reject",
-            Failure::NotFound => "no_route",
-            Failure::Denied => "deny",
-            Failure::MissingToken | Failure::InvalidToken(_) => "unauthenticated",
-            Failure::InsufficientScope { .. } => "forbidden",
-            Failure::PayloadTooLarge | Failure::RequestTimeout => "reject",
-            Failure::UpstreamUnavailable | Failure::UpstreamTimeout => "upstream_error",
-            Failure::OAuth { .. } | Failure::LockedOut { .. } => "login_failed",
-            Failure::RateLimited { .. } => "rate_limited",
-            Failure::Busy | Failure::Saturated { .. } => "busy",
-            Failure::Internal => "error",
         }
     }
 
@@ -144,9 +126,7 @@ impl Failure {
                 "gateway_timeout",
                 "the upstream did not answer in time".to_owned(),
             ),
-            Failure::OAuth {
-                error, description, ..
-            } => (error, (*description).to_owned()),
+            Failure::OAuth { error, description } => (error, (*description).to_owned()),
             Failure::LockedOut { .. } => (
                 "too_many_attempts",
                 "too many failed attempts; try again later".to_owned(),
@@ -242,4 +222,83 @@ impl Failure {
 pub fn no_store(headers: &mut http::HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// Why a request target was refused (always a 400 to the client).
+///
+/// Messages are client-safe and never echo the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must start with '/'")]
+    NotOriginForm,
+    #[error("malformed percent-encoding in path")]
+    BadPercentEncoding,
+    #[error("encoded slash in path")]
+    EncodedSlash,
+    #[error("backslash in path")]
+    Backslash,
+    #[error("semicolon in path")]
+    Semicolon,
+    #[error("fragment in path")]
+    Fragment,
+    #[error("control character in path")]
+    ControlChar,
+    /// Raw space or raw `?`: hyper never hands these over in a path, and
+    /// forwarding them would let upstream re-split the target.
+    #[error("invalid character in path")]
+    InvalidChar,
+    #[error("non-ascii byte in path")]
+    NonAscii,
+    #[error("invalid utf-8 in encoded path")]
+    InvalidUtf8,
+}
+
+/// Why a token was not issued or not accepted. `Display` is a short, client-safe
+/// `error_description`: it never contains token content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    #[error("token too large")]
+    TooLarge,
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm,
+    #[error("invalid signature")]
+    InvalidSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("issued in the future")]
+    IssuedInFuture,
+    /// Valid for longer than `ttl` (+ leeway): the gateway never issues such a token.
+    #[error("lifetime longer than the maximum")]
+    LifetimeTooLong,
+    /// Issued longer ago than `ttl` (+ leeway).
+    #[error("issued too long ago")]
+    TooOld,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    /// Carries only one of our own fixed claim names.
+    #[error("missing claim: {0}")]
+    MissingClaim(&'static str),
+    #[error("unsupported critical header")]
+    CriticalHeader,
+    #[error("unsupported key reference header")]
+    KeyReferenceHeader,
+    #[error("unexpected token type")]
+    UnexpectedType,
+    #[error("invalid subject")]
+    InvalidSubject,
+    #[error("invalid scope")]
+    InvalidScope,
+    /// Not produced here: for callers that consult a revocation list.
+    #[error("token revoked")]
+    Revoked,
+    /// Issuing failed on our side (e.g. time overflow); not the client's fault.
+    #[error("internal error")]
+    Internal,
 }

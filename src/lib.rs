@@ -5,59 +5,36 @@
 //! from `gateway.yaml`, and streams allowed requests to unmodified upstream apps with identity
 //! headers no client can forge.
 //!
-//! # Layout
-//! - [`config`]: `gateway.yaml` → validated [`config::Config`]; `check` lint; hot reload.
-//! - [`state`]: one immutable [`state::Snapshot`] per config generation behind one pointer.
-//! - [`server`]: thread-per-core workers, TLS handshake deadline, ALPN, graceful drain;
-//!   [`conn_activity`]: the HTTP/2 idle timeout.
-//! - [`service`]: the request pipeline; [`error`] turns every failure into a response;
-//!   [`framing`]: the raw HTTP/1 head facts hyper hides.
-//! - [`path`], [`routes`], [`authz`]: pure canonicalisation, matching and scope logic;
-//!   [`decision`]: the one decision function the server and `explain` share.
-//! - [`auth`]: tokens, password hashing, the login endpoint; [`limit`]: lockouts, revocations.
-//! - [`proxy`], [`headers`], [`echo`]: forwarding, header hygiene, the built-in echo upstream;
-//!   [`tunnel`]: upgraded (WebSocket) connections.
-//! - [`request_body`]: slow-body deadline and size cap; [`write_deadline`]: stalled readers.
-//! - [`admin`], [`metrics`] ([`request_stats`] sharded per thread), [`access_log`]: operations;
-//!   [`log_buffer`] and [`log_sink`]: per-thread batches to one writer, bounded in bytes.
-//!
-//! # Life of a request
-//! snapshot → raw-head facts (CL+TE, `#`: 400) → method (lowercase 400, CONNECT/TRACE 405) →
-//! Host rules (400) → normalise target (400) → login or logout endpoint? → match route (404,
-//! `deny` 403) → authenticate bearer (401) → authorise scopes (403) → rebuild headers →
-//! forward with the body guarded (408/413; 502/504) → access log. The steps from the method
-//! to the scopes are [`decision`]'s, shared with `portcullis explain`.
+//! The layers, top to bottom (a module imports only from layers below it; see
+//! `docs/ARCHITECTURE.md` for the codemap, the life of a request and the invariants):
+//! - [`cli`]: the `portcullis` commands; [`reload`]: SIGHUP and file-watch reloads.
+//! - [`server`]: listeners, thread-per-core workers, the connection loop, the admin listener.
+//! - [`pipeline`]: [`pipeline::handle`] runs a request through its phases.
+//! - [`state`]: one immutable [`state::Snapshot`] per config generation behind one pointer,
+//!   plus the process-wide tables that outlive reloads.
+//! - [`config`]: `gateway.yaml` → a validated [`config::Config`]; [`tls`]: certificates.
+//! - [`forward`]: upstream client, header hygiene, body limits; [`ops`]: metrics and logs;
+//!   [`conn`]: per-connection machinery below HTTP (raw-head facts, deadlines, tunnels).
+//! - [`auth`]: tokens, passwords, lockouts, revocations; [`policy`]: pure routing and access
+//!   decisions.
+//! - [`error`]: every failure and its response; [`body`]: the response body; [`clock`].
 
 #![forbid(unsafe_code)]
 
-pub mod access_log;
-pub mod admin;
 pub mod auth;
-pub mod authz;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod conn_activity;
-pub mod decision;
-pub mod echo;
+pub mod conn;
 pub mod error;
-pub mod framing;
-pub mod headers;
-pub mod limit;
-pub mod log_buffer;
-pub mod log_sink;
-pub mod metrics;
-pub mod observed_io;
-pub mod path;
-pub mod proxy;
-pub mod request_body;
-pub mod request_stats;
-pub mod routes;
+pub mod forward;
+pub mod ops;
+pub mod pipeline;
+pub mod policy;
+pub mod reload;
 pub mod server;
-pub mod service;
 pub mod state;
 pub mod tls;
-pub mod tunnel;
-pub mod write_deadline;
 
 pub use server::{bind, run};

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
-use crate::auth::bearer::TokenCache;
 use crate::auth::jwt::TokenKeys;
+use crate::auth::lockout::Lockouts;
 use crate::auth::password::PasswordVerifier;
+use crate::auth::revocation::Revocations;
+use crate::auth::token_cache::TokenCache;
 use crate::config::Config;
-use crate::limit::{Lockouts, Revocations};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::tls::{self, TlsError};
 
 /// Upper bound on tracked lockout keys, per table (usernames; addresses).

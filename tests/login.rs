@@ -593,7 +593,7 @@ async fn ipv6_clients_in_one_slash_64_share_an_address_lock_and_mapped_ipv4_is_i
 }
 
 /// Fill `table` with live filler keys until it takes no more; returns how many it holds.
-fn fill(table: &portcullis::limit::Lockouts) -> usize {
+fn fill(table: &portcullis::auth::lockout::Lockouts) -> usize {
     let now = tokio::time::Instant::now();
     for i in 0..10_000_000u64 {
         let before = table.len();

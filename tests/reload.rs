@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
-use portcullis::config::reload::{self, ReloadOutcome};
+use portcullis::reload::{self, ReloadOutcome};
 use rustls::pki_types::ServerName;
 
 const FLIP_PUBLIC: &str = "  - { id: flip, path: /flip/**, upstream: up, public: true }\n";

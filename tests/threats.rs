@@ -1025,12 +1025,9 @@ async fn a_token_signed_with_a_retired_secret_is_refused_after_the_reload() {
     let text = std::fs::read_to_string(&gw.config_path).unwrap();
     assert!(text.contains(SECRET));
     std::fs::write(&gw.config_path, text.replace(SECRET, new_secret)).unwrap();
-    let outcome = portcullis::config::reload::reload(&gw.config_path, &gw.shared);
+    let outcome = portcullis::reload::reload(&gw.config_path, &gw.shared);
     assert!(
-        matches!(
-            outcome,
-            portcullis::config::reload::ReloadOutcome::Applied { .. }
-        ),
+        matches!(outcome, portcullis::reload::ReloadOutcome::Applied { .. }),
         "{outcome:?}"
     );
     up.clear();

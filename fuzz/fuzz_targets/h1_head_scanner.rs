@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::framing::{HeadFacts, HeadScanner};
+use portcullis::conn::framing::{HeadFacts, HeadScanner};
 
 /// Longest stream also fed one byte at a time.
 const BYTEWISE_MAX: usize = 1024;

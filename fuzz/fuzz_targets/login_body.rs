@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::auth::login::{parse_form, LoginForm};
+use portcullis::pipeline::login::{parse_form, LoginForm};
 
 const PARAMETERS: [&str; 4] = ["grant_type", "username", "password", "scope"];
 

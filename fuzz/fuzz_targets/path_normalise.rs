@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::path::normalise;
+use portcullis::policy::path::normalise;
 
 fuzz_target!(|input: &str| {
     check(input);

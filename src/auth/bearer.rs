@@ -1,20 +1,14 @@
-//! Bearer authentication on proxied requests: `Authorization` parsing (RFC 6750 §2.1), token
-//! verification through a bounded cache of already verified tokens, and revocation.
-//!
-//! Verifying an HS256 token costs a few microseconds (base64, HMAC, JSON); a client sends the
-//! same token on every request, so verified tokens are cached per config generation (the
-//! cache lives in the snapshot and dies with it on reload). A hit still honours `exp` and
-//! revocation; only tokens that passed every check are ever inserted.
+//! The bearer credential on proxied requests: `Authorization` parsing (RFC 6750 §2.1) and
+//! the [`Identity`] a verified token proves.
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use http::header;
 
-use crate::auth::jwt::{TokenError, VerifiedToken};
-use crate::authz::ScopeSet;
+use crate::auth::jwt::{TokenKeys, VerifiedToken};
 use crate::error::Failure;
-use crate::state::{Shared, Snapshot};
+use crate::error::TokenError;
+use crate::policy::authz::{ScopeSet, Vocabulary};
 
 /// A caller whose bearer token was verified. Shared (`Arc`) between the cache and requests.
 #[derive(Debug)]
@@ -28,96 +22,31 @@ pub struct Identity {
     pub revocation_key: String,
 }
 
-/// Verified tokens of one config generation, keyed by the exact token text.
-#[derive(Debug)]
-pub struct TokenCache {
-    entries: DashMap<Box<str>, Arc<Identity>>,
-    max_entries: usize,
-    leeway: u64,
-}
-
-impl TokenCache {
-    /// A cache of at most `max_entries` tokens; `leeway` as in validation.
-    pub fn new(max_entries: usize, leeway: u64) -> Self {
-        TokenCache {
-            entries: DashMap::new(),
-            max_entries,
-            leeway,
-        }
-    }
-
-    fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
-        let hit = self.entries.get(token).map(|entry| entry.value().clone())?;
-        if now >= hit.token.expires_at.saturating_add(self.leeway) {
-            self.entries.remove(token);
-            return None;
-        }
-        Some(hit)
-    }
-
-    fn insert(&self, token: &str, identity: Arc<Identity>) {
-        if self.entries.len() >= self.max_entries {
-            // Only tokens signed with our key get here, so a full cache means many live
-            // clients, not an attack; starting over is cheap and bounded.
-            self.entries.clear();
-        }
-        self.entries.insert(token.into(), identity);
-    }
-
-    /// Number of cached tokens.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-/// Verify the bearer token, if any. `Ok(None)` when the request carries no bearer credentials.
-pub fn authenticate(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    headers: &http::HeaderMap,
+/// Verify `token` under `keys` and resolve its scopes through `vocabulary`: the identity to
+/// cache. Revocation is the caller's to check (it changes after verification).
+pub fn identify(
+    keys: &TokenKeys,
+    vocabulary: &Vocabulary,
+    token: &str,
     now: u64,
-) -> Result<Option<Arc<Identity>>, Failure> {
-    let Some(token) = bearer_token(headers)? else {
-        return Ok(None);
-    };
-    let identity = match snapshot.token_cache.get(token, now) {
-        Some(identity) => identity,
-        None => {
-            let identity = Arc::new(verify(snapshot, token, now)?);
-            snapshot.token_cache.insert(token, identity.clone());
-            identity
-        }
-    };
-    if shared.revocations.is_revoked(&identity.revocation_key, now) {
-        return Err(Failure::InvalidToken(TokenError::Revoked));
-    }
-    Ok(Some(identity))
-}
-
-fn verify(snapshot: &Snapshot, token: &str, now: u64) -> Result<Identity, Failure> {
-    let verified = snapshot.keys.verify(token, now)?;
+) -> Result<Arc<Identity>, TokenError> {
+    let verified = keys.verify(token, now)?;
     let revocation_key = match &verified.jti {
         Some(jti) => jti.clone(),
         None => token_digest(token),
     };
-    let vocabulary = &snapshot.config.vocabulary;
     let granted = vocabulary.expand(verified.scopes.iter().map(String::as_str));
     let scopes_header = granted
         .iter()
         .map(|id| vocabulary.name(id))
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(Identity {
+    Ok(Arc::new(Identity {
         token: verified,
         granted,
         scopes_header,
         revocation_key,
-    })
+    }))
 }
 
 /// A revocation key for tokens without `jti` (e.g. minted by other apps sharing the secret).

@@ -21,6 +21,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::TokenError;
+
 mod claims;
 use claims::{check_subject, json_depth_exceeds, merge_scopes, InClaims, MAX_JSON_DEPTH};
 
@@ -83,56 +85,6 @@ impl fmt::Debug for TokenSettings {
             .field("leeway", &self.leeway)
             .finish()
     }
-}
-
-/// Why a token was not issued or not accepted. `Display` is a short, client-safe
-/// `error_description`: it never contains token content.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TokenError {
-    #[error("token too large")]
-    TooLarge,
-    #[error("malformed token")]
-    Malformed,
-    #[error("unsupported algorithm")]
-    UnsupportedAlgorithm,
-    #[error("invalid signature")]
-    InvalidSignature,
-    #[error("token expired")]
-    Expired,
-    #[error("token not yet valid")]
-    NotYetValid,
-    #[error("issued in the future")]
-    IssuedInFuture,
-    /// Valid for longer than `ttl` (+ leeway): the gateway never issues such a token.
-    #[error("lifetime longer than the maximum")]
-    LifetimeTooLong,
-    /// Issued longer ago than `ttl` (+ leeway).
-    #[error("issued too long ago")]
-    TooOld,
-    #[error("wrong issuer")]
-    WrongIssuer,
-    #[error("wrong audience")]
-    WrongAudience,
-    /// Carries only one of our own fixed claim names.
-    #[error("missing claim: {0}")]
-    MissingClaim(&'static str),
-    #[error("unsupported critical header")]
-    CriticalHeader,
-    #[error("unsupported key reference header")]
-    KeyReferenceHeader,
-    #[error("unexpected token type")]
-    UnexpectedType,
-    #[error("invalid subject")]
-    InvalidSubject,
-    #[error("invalid scope")]
-    InvalidScope,
-    /// Not produced here: for callers that consult a revocation list.
-    #[error("token revoked")]
-    Revoked,
-    /// Issuing failed on our side (e.g. time overflow); not the client's fault.
-    #[error("internal error")]
-    Internal,
 }
 
 /// A freshly signed access token.

@@ -1,4 +1,31 @@
+//! Who the caller is: JWT issuing and verification ([`jwt`]), the bearer credential and the
+//! identity it proves ([`bearer`]), verified tokens cached per config generation
+//! ([`token_cache`]), argon2id passwords on a bounded pool ([`password`]), login regulation
+//! ([`lockout`]) and logout [`revocation`]s.
+//!
+//! Mechanisms only: the login endpoint and the per-request authentication phase that wire
+//! them to a request live in `pipeline`. Must never import `pipeline`, `state` or `config`.
+
 pub mod bearer;
 pub mod jwt;
-pub mod login;
+pub mod lockout;
 pub mod password;
+pub mod revocation;
+pub mod token_cache;
+
+/// Keys of the login and revocation tables longer than this are truncated: real usernames,
+/// addresses and token ids are far shorter, and over-long junk keys sharing a prefix may
+/// share an entry without harm.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// `key` cut to at most [`MAX_KEY_BYTES`] on a character boundary.
+pub(crate) fn bounded(key: &str) -> &str {
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let mut end = MAX_KEY_BYTES;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    &key[..end]
+}

@@ -8,7 +8,7 @@ mod routes;
 
 use super::*;
 use crate::auth::jwt::{SigningAlgorithm, TokenSettings};
-use crate::limit::LockoutPolicy;
+use crate::auth::lockout::LockoutPolicy;
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -320,7 +320,7 @@ impl Builder {
         let path = match &raw.path {
             None => "/login".to_owned(),
             Some(v) => {
-                let normalised = crate::path::normalise(&v.value)
+                let normalised = crate::policy::path::normalise(&v.value)
                     .map_err(|e| self.at(v, format!("login.path: {e}")))?;
                 if normalised != v.value {
                     return Err(self.at(
@@ -408,4 +408,124 @@ fn valid_username(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::{parse_net, valid_scope_name, valid_username};
+    use crate::config::{Config, ConfigError, UpstreamTarget};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    /// A small valid config with `extra` appended (a route list, say).
+    fn yaml(tokens_extra: &str, rest: &str) -> String {
+        format!(
+            "tokens:\n  issuer: https://gw.test\n  audience: up\n  secret: \"{SECRET}\"\n{tokens_extra}\
+             scopes:\n  read: Read\n  write: {{ description: Write, implies: [read] }}\n\
+             upstreams:\n  app: http://127.0.0.1:9\n  echo: \"echo:\"\n{rest}"
+        )
+    }
+
+    fn build(text: &str) -> Result<Config, ConfigError> {
+        Config::from_text(Path::new("gateway.yaml"), text)
+    }
+
+    /// The error's line and message, for configs that must fail.
+    fn error(text: &str) -> (u64, String) {
+        match build(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => (e.position.map_or(0, |(line, _)| line), e.message),
+        }
+    }
+
+    #[test]
+    fn a_minimal_config_builds_with_the_documented_defaults() {
+        let routes = "routes:\n  - { id: r, path: /a/**, upstream: app, scopes: [read] }\n";
+        let config = build(&yaml("", routes)).expect("valid");
+        assert_eq!(config.routes.routes().len(), 1);
+        assert_eq!(config.login.path, "/login");
+        assert_eq!(config.tokens.ttl, Duration::from_secs(3600));
+        assert!(matches!(
+            config.upstreams.get("app").map(|u| &u.target),
+            Some(UpstreamTarget::Http { .. })
+        ));
+        assert!(matches!(
+            config.upstreams.get("echo").map(|u| &u.target),
+            Some(UpstreamTarget::Echo)
+        ));
+    }
+
+    #[test]
+    fn a_route_naming_an_unknown_upstream_or_scope_is_an_error_at_its_line() {
+        let routes = "routes:\n  - { id: ok, path: /a/**, upstream: app, public: true }\n  - { id: bad, path: /b/**, upstream: nowhere, public: true }\n";
+        let (line, message) = error(&yaml("", routes));
+        assert_eq!(line, 13, "{message}");
+        assert!(message.contains("nowhere"), "{message}");
+
+        let routes = "routes:\n  - { id: r, path: /a/**, upstream: app, scopes: [delete] }\n";
+        let (line, message) = error(&yaml("", routes));
+        assert_eq!(line, 12, "{message}");
+        assert!(message.contains("unknown scope `delete`"), "{message}");
+    }
+
+    #[test]
+    fn a_route_must_say_exactly_one_kind_of_access() {
+        for access in [
+            "",
+            "public: true, deny: true",
+            "public: true, scopes: [read]",
+        ] {
+            let routes =
+                format!("routes:\n  - {{ id: r, path: /a/**, upstream: app, {access} }}\n");
+            let (line, message) = error(&yaml("", &routes));
+            assert_eq!(line, 12, "{access}: {message}");
+        }
+        let routes = "routes:\n  - { id: r, path: /a/**, upstream: app, any_scopes: [] }\n";
+        assert!(error(&yaml("", routes)).1.contains("never be satisfied"));
+    }
+
+    #[test]
+    fn durations_beyond_their_maximum_and_short_secrets_are_refused() {
+        let routes = "routes: []\n";
+        let (line, message) = error(&yaml("  ttl: 400d\n", routes));
+        assert_eq!(line, 5, "{message}");
+        let weak = yaml("", routes).replace(SECRET, "short");
+        let (_, message) = error(&weak);
+        assert!(message.contains("tokens.secret"), "{message}");
+    }
+
+    #[test]
+    fn upstream_urls_are_plain_http_origins() {
+        for (url, why) in [
+            ("https://127.0.0.1:9", "only http://"),
+            ("http://u:p@127.0.0.1:9", "credentials"),
+            ("http://127.0.0.1:9/prefix", "path prefix"),
+            ("127.0.0.1:9", "scheme"),
+        ] {
+            let text = yaml("", "routes: []\n").replace("http://127.0.0.1:9", url);
+            let (line, message) = error(&text);
+            assert_eq!(line, 9, "{url}: {message}");
+            assert!(message.contains(why), "{url}: {message}");
+        }
+    }
+
+    #[test]
+    fn scope_names_usernames_and_networks_are_checked() {
+        assert!(valid_scope_name("read:items"));
+        for bad in ["", "*", "a\"b", "a b", "a\\b"] {
+            assert!(!valid_scope_name(bad), "{bad:?}");
+        }
+        assert!(valid_username("alex.k_9-@example"));
+        for bad in ["", "al ex", "ålex", &"a".repeat(65)] {
+            assert!(!valid_username(bad), "{bad:?}");
+        }
+        assert!(parse_net("10.0.0.0/8").is_ok());
+        assert!(parse_net("192.0.2.7").is_ok());
+        assert!(parse_net("::1").is_ok());
+        assert!(parse_net("10.0.0.0/33").is_err());
+        assert!(parse_net("example.com").is_err());
+    }
 }

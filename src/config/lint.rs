@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use super::{Config, UpstreamTarget};
-use crate::routes::Access;
+use crate::policy::routes::Access;
 
 /// The printed report and its warnings.
 #[derive(Debug)]
@@ -69,7 +69,7 @@ fn who(config: &Config, access: &Access) -> String {
         Access::Public => "anyone".into(),
         Access::Deny => "no one (403)".into(),
         Access::Scopes(req) => {
-            let names = |set: &crate::authz::ScopeSet| {
+            let names = |set: &crate::policy::authz::ScopeSet| {
                 set.iter()
                     .map(|id| config.vocabulary.name(id))
                     .collect::<Vec<_>>()

@@ -7,7 +7,6 @@ mod build;
 pub mod file;
 pub mod lint;
 pub mod methods;
-pub mod reload;
 pub mod units;
 
 use std::collections::HashMap;
@@ -21,10 +20,10 @@ use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
 use crate::auth::jwt::TokenSettings;
+use crate::auth::lockout::LockoutPolicy;
 use crate::auth::password::PasswordHash;
-use crate::authz::Vocabulary;
-use crate::limit::LockoutPolicy;
-use crate::routes::RouteTable;
+use crate::policy::authz::Vocabulary;
+use crate::policy::routes::RouteTable;
 
 /// Minimum HMAC secret length (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;

@@ -4,7 +4,8 @@
 use serde::de::{Error as _, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 
-use super::{TokenError, MAX_SUBJECT_BYTES};
+use super::MAX_SUBJECT_BYTES;
+use crate::error::TokenError;
 
 /// Largest timestamp accepted in a NumericDate claim (year ~33658); bounds float casts.
 const MAX_NUMERIC_DATE: f64 = 1.0e12;

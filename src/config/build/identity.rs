@@ -3,7 +3,7 @@
 use super::file::Spanned;
 use super::*;
 use crate::auth::password::PasswordHash;
-use crate::authz::Vocabulary;
+use crate::policy::authz::Vocabulary;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 

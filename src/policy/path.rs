@@ -5,34 +5,7 @@
 //! servers may interpret differently (encoded separators, backslashes, matrix
 //! parameters, overlong UTF-8, ...) is refused rather than guessed at.
 
-/// Why a request target was refused (always a 400 to the client).
-///
-/// Messages are client-safe and never echo the path.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    #[error("path must start with '/'")]
-    NotOriginForm,
-    #[error("malformed percent-encoding in path")]
-    BadPercentEncoding,
-    #[error("encoded slash in path")]
-    EncodedSlash,
-    #[error("backslash in path")]
-    Backslash,
-    #[error("semicolon in path")]
-    Semicolon,
-    #[error("fragment in path")]
-    Fragment,
-    #[error("control character in path")]
-    ControlChar,
-    /// Raw space or raw `?`: hyper never hands these over in a path, and
-    /// forwarding them would let upstream re-split the target.
-    #[error("invalid character in path")]
-    InvalidChar,
-    #[error("non-ascii byte in path")]
-    NonAscii,
-    #[error("invalid utf-8 in encoded path")]
-    InvalidUtf8,
-}
+use crate::error::PathError;
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 

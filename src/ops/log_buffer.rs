@@ -14,7 +14,7 @@ use std::time::Duration;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
-use crate::log_sink::LogSink;
+use crate::ops::log_sink::LogSink;
 
 /// Hand the buffer over once it holds this much.
 const FLUSH_BYTES: usize = 32 * 1024;

@@ -10,11 +10,11 @@ use std::borrow::Cow;
 
 use http::Method;
 
-use crate::authz::ScopeSet;
-use crate::config::Config;
 use crate::error::Failure;
-use crate::path::{self, PathError};
-use crate::routes::{Access, Route};
+use crate::error::PathError;
+use crate::policy::authz::{ScopeSet, Vocabulary};
+use crate::policy::path;
+use crate::policy::routes::{Access, Route, RouteTable};
 
 /// The logout endpoint's path (fixed; the login path is configured).
 pub const LOGOUT_PATH: &str = "/logout";
@@ -61,9 +61,11 @@ pub fn check_method(method: &Method) -> Result<(), Failure> {
 }
 
 /// Route a request: `host` as [`routing_host`] reduced it, `target_path` the request target's
-/// path (no query), as sent. 400/405 for a method or target the gateway refuses.
+/// path (no query), as sent; `login_path` is the configured login endpoint. 400/405 for a
+/// method or target the gateway refuses.
 pub fn route<'c>(
-    config: &'c Config,
+    routes: &'c RouteTable,
+    login_path: &str,
     method: &Method,
     host: &str,
     target_path: &str,
@@ -80,12 +82,12 @@ pub fn route<'c>(
         };
     }
     let path = path::normalise(target_path)?;
-    let destination = if path == config.login.path {
+    let destination = if path == login_path {
         Destination::Login
     } else if path == LOGOUT_PATH {
         Destination::Logout
     } else {
-        match config.routes.find(method, host, &path) {
+        match routes.find(method, host, &path) {
             Some((index, route)) => Destination::Route { index, route },
             None => Destination::NoRoute,
         }
@@ -102,20 +104,31 @@ pub fn check_endpoint_method(method: &Method) -> Result<(), Failure> {
     }
 }
 
-/// The access decision on a matched route, given the caller's granted scopes (expanded
-/// through `implies`) when a valid token was presented.
-pub fn authorise(
-    config: &Config,
+/// Why a request on a matched route is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// The route is `public`: anyone may pass.
+    Public,
+    /// The caller's token holds the scopes the route requires.
+    ScopesSatisfied,
+}
+
+/// THE access decision on a matched route, given the caller's granted scopes (expanded
+/// through `implies`) when a valid token was presented: 403 for a `deny` route, 401 without
+/// a token where scopes are required, 403 when they are not all held.
+pub fn decide(
     route: &Route,
     granted: Option<&ScopeSet>,
-) -> Result<(), Failure> {
+    vocabulary: &Vocabulary,
+) -> Result<Permit, Failure> {
     match &route.access {
         Access::Deny => Err(Failure::Denied),
-        Access::Public => Ok(()),
+        Access::Public => Ok(Permit::Public),
         Access::Scopes(requirement) => {
             let granted = granted.ok_or(Failure::MissingToken)?;
             requirement
-                .check(granted, &config.vocabulary)
+                .check(granted, vocabulary)
+                .map(|()| Permit::ScopesSatisfied)
                 .map_err(|needed| Failure::InsufficientScope { needed })
         }
     }

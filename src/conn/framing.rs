@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use crate::observed_io::ReadObserver;
+use crate::conn::observed_io::ReadObserver;
 
 /// Heads that may wait for the service. hyper reads at most its buffer (≤ 1 MiB) ahead, so a
 /// client can pipeline thousands of tiny requests; no real client pipelines this deep, so

@@ -1,5 +1,5 @@
 //! The log writer thread. Serving threads hand it whole batches of rendered lines
-//! ([`crate::log_buffer`]) and never wait on stderr.
+//! ([`crate::ops::log_buffer`]) and never wait on stderr.
 //!
 //! The queue between them is bounded in bytes, not in messages: a batch can be one line or
 //! 32 KiB of them, so a message count bounds nothing. When the writer falls behind (a

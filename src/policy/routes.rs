@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use http::Method;
 
-use crate::authz::Requirement;
+use crate::policy::authz::Requirement;
 
 /// Who may pass a route.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +84,7 @@ fn literal_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()+,;=:@".contains(&b)
 }
 
-/// Whether `esc` (starting at a `%`) is spelled as `crate::path` canonicalises it: uppercase
+/// Whether `esc` (starting at a `%`) is spelled as `crate::policy::path` canonicalises it: uppercase
 /// hex, never an unreserved byte or `/`. (What follows an escape is a literal, kept byte for
 /// byte: `%252e` and `%252E` are different paths.) Any other spelling could never match,
 /// which for a deny rule would fail open.

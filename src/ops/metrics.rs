@@ -1,6 +1,6 @@
 //! Prometheus metrics (prometheus-client), served in text format by the admin listener.
 //!
-//! Per-request metrics ([`crate::request_stats`]) are sharded per serving thread; the rest
+//! Per-request metrics ([`crate::ops::request_stats`]) are sharded per serving thread; the rest
 //! (logins, reloads, connections) are rare events kept in ordinary prometheus-client metrics.
 
 use std::fmt::Write as _;
@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::request_stats::RequestStats;
+use crate::ops::request_stats::RequestStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {

@@ -1,5 +1,5 @@
 //! An I/O stream wrapper that shows every chunk it reads to an observer, for the facts hyper
-//! does not expose: the raw HTTP/1 bytes ([`crate::framing`]) and whether a connection has
+//! does not expose: the raw HTTP/1 bytes ([`crate::conn::framing`]) and whether a connection has
 //! sent anything at all (the HTTP/2 first-byte deadline).
 
 use std::io;

@@ -13,7 +13,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use crate::observed_io::{Observed, ReadObserver};
+use crate::conn::observed_io::{Observed, ReadObserver};
 
 /// A switch both sides agreed to, waiting for hyper to release the two connections.
 /// Travels from the forwarding phase to the connection in the response's extensions.

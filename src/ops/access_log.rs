@@ -4,67 +4,44 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::HeaderValue;
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 
 use crate::config::LogFormat;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
-/// What the access log says about one request, filled in as the pipeline learns it. Fields
-/// are shared or borrowed from the request and the config snapshot rather than copied.
+/// One access-log line: built once, when the response is known, from the request's context.
+/// Every field is borrowed; nothing is copied to log a request.
 #[derive(Debug)]
 pub struct AccessRecord<'a> {
-    pub request_id: HeaderValue,
+    pub request_id: &'a HeaderValue,
     pub client: SocketAddr,
-    pub method: Method,
+    pub method: &'a Method,
     /// The normalised path (empty when the target was refused before normalising).
-    pub path: String,
+    pub path: &'a str,
     /// The matched route's id, or the gateway endpoint's name.
     pub route: &'a str,
-    pub user: String,
+    pub user: &'a str,
     pub decision: &'static str,
+    pub status: StatusCode,
     pub upstream_latency: Option<Duration>,
     /// Request body size as declared by `Content-Length` (absent when chunked or none).
     pub bytes_in: Option<u64>,
+    /// Response body size when known up front (streamed bodies of unknown length log none).
+    pub bytes_out: Option<u64>,
+    pub total: Duration,
 }
 
 impl AccessRecord<'_> {
-    /// Begin a record for `request`.
-    pub fn start<B>(request: &Request<B>, client: SocketAddr, request_id: &HeaderValue) -> Self {
-        AccessRecord {
-            request_id: request_id.clone(),
-            client,
-            method: request.method().clone(),
-            path: String::new(),
-            route: "",
-            user: String::new(),
-            decision: "reject",
-            upstream_latency: None,
-            bytes_in: request
-                .headers()
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok()),
-        }
-    }
-
-    /// Emit the log line and record metrics. `bytes_out` is the response body size when it
-    /// is known up front (streamed bodies of unknown length log none).
-    pub fn finish(
-        self,
-        metrics: &Metrics,
-        status: StatusCode,
-        bytes_out: Option<u64>,
-        started: Instant,
-    ) {
-        let total = started.elapsed();
+    /// Record the request's metrics and emit its log line.
+    pub fn emit(&self, metrics: &Metrics) {
         metrics.request(
             self.route,
             self.decision,
-            status.as_u16(),
-            total,
+            self.status.as_u16(),
+            self.total,
             self.upstream_latency,
         );
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
@@ -72,9 +49,9 @@ impl AccessRecord<'_> {
         }
         // Rendered by hand into the serving thread's log buffer: the generic tracing
         // formatter costs more than the rest of the gateway's own per-request work.
-        let written = crate::log_buffer::write_line(|out, format| match format {
-            LogFormat::Json => self.render_json(out, status, bytes_out, total),
-            LogFormat::Pretty => self.render_pretty(out, status, bytes_out, total),
+        let written = crate::ops::log_buffer::write_line(|out, format| match format {
+            LogFormat::Json => self.render_json(out),
+            LogFormat::Pretty => self.render_pretty(out),
         });
         if written {
             return;
@@ -88,11 +65,11 @@ impl AccessRecord<'_> {
             route = self.route,
             user = %self.user,
             decision = self.decision,
-            status = status.as_u16(),
+            status = self.status.as_u16(),
             upstream_ms = self.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
             bytes_in = self.bytes_in,
-            bytes_out,
-            total_ms = total.as_secs_f64() * 1000.0,
+            bytes_out = self.bytes_out,
+            total_ms = self.total.as_secs_f64() * 1000.0,
         );
     }
 }
@@ -103,13 +80,7 @@ impl AccessRecord<'_> {
         self.request_id.to_str().unwrap_or("-")
     }
 
-    fn render_json(
-        &self,
-        out: &mut Vec<u8>,
-        status: StatusCode,
-        bytes_out: Option<u64>,
-        total: Duration,
-    ) {
+    fn render_json(&self, out: &mut Vec<u8>) {
         let string = |out: &mut Vec<u8>, key: &str, value: &str| {
             let _ = write!(out, ",\"{key}\":");
             let _ = serde_json::to_writer(&mut *out, value);
@@ -120,11 +91,11 @@ impl AccessRecord<'_> {
         string(out, "request_id", self.request_id());
         let _ = write!(out, ",\"client\":\"{}\"", self.client);
         string(out, "method", self.method.as_str());
-        string(out, "path", &self.path);
+        string(out, "path", self.path);
         string(out, "route", self.route);
-        string(out, "user", &self.user);
+        string(out, "user", self.user);
         string(out, "decision", self.decision);
-        let _ = write!(out, ",\"status\":{}", status.as_u16());
+        let _ = write!(out, ",\"status\":{}", self.status.as_u16());
         if let Some(upstream) = self.upstream_latency {
             let _ = write!(
                 out,
@@ -132,23 +103,21 @@ impl AccessRecord<'_> {
                 upstream.as_secs_f64() * 1000.0
             );
         }
-        let _ = write!(out, ",\"total_ms\":{:.3}", total.as_secs_f64() * 1000.0);
+        let _ = write!(
+            out,
+            ",\"total_ms\":{:.3}",
+            self.total.as_secs_f64() * 1000.0
+        );
         if let Some(bytes) = self.bytes_in {
             let _ = write!(out, ",\"bytes_in\":{bytes}");
         }
-        if let Some(bytes) = bytes_out {
+        if let Some(bytes) = self.bytes_out {
             let _ = write!(out, ",\"bytes_out\":{bytes}");
         }
         out.extend_from_slice(b"}\n");
     }
 
-    fn render_pretty(
-        &self,
-        out: &mut Vec<u8>,
-        status: StatusCode,
-        bytes_out: Option<u64>,
-        total: Duration,
-    ) {
+    fn render_pretty(&self, out: &mut Vec<u8>) {
         timestamp(out, SystemTime::now());
         let _ = write!(
             out,
@@ -160,16 +129,16 @@ impl AccessRecord<'_> {
             self.route.escape_debug(),
             self.user.escape_debug(),
             self.decision,
-            status.as_u16()
+            self.status.as_u16()
         );
         if let Some(upstream) = self.upstream_latency {
             let _ = write!(out, " upstream_ms={:.3}", upstream.as_secs_f64() * 1000.0);
         }
-        let _ = write!(out, " total_ms={:.3}", total.as_secs_f64() * 1000.0);
+        let _ = write!(out, " total_ms={:.3}", self.total.as_secs_f64() * 1000.0);
         if let Some(bytes) = self.bytes_in {
             let _ = write!(out, " bytes_in={bytes}");
         }
-        if let Some(bytes) = bytes_out {
+        if let Some(bytes) = self.bytes_out {
             let _ = write!(out, " bytes_out={bytes}");
         }
         out.push(b'\n');
@@ -220,19 +189,23 @@ mod tests {
 
     #[test]
     fn json_line_escapes_untrusted_fields() {
+        let request_id = HeaderValue::from_static("id\"x");
         let record = AccessRecord {
-            request_id: HeaderValue::from_static("id\"x"),
+            request_id: &request_id,
             client: "127.0.0.1:1".parse().unwrap(),
-            method: Method::GET,
-            path: "/a".into(),
+            method: &Method::GET,
+            path: "/a",
             route: "r",
-            user: "u\"ser".into(),
+            user: "u\"ser",
             decision: "allow",
+            status: StatusCode::OK,
             upstream_latency: None,
             bytes_in: Some(3),
+            bytes_out: Some(5),
+            total: Duration::from_millis(2),
         };
         let mut out = Vec::new();
-        record.render_json(&mut out, StatusCode::OK, Some(5), Duration::from_millis(2));
+        record.render_json(&mut out);
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["user"], "u\"ser");
         assert_eq!(line["request_id"], "id\"x");

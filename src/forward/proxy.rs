@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{Upstream, UpstreamTarget};
 use crate::error::Failure;
-use crate::request_body::{BodyError, GuardedBody};
+use crate::forward::request_body::{BodyError, GuardedBody};
 
 /// The upstream client type: HTTP/1.1 over TCP with the client's body streamed through.
 pub type UpstreamClient = Client<HttpConnector, GuardedBody>;

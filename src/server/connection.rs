@@ -1,7 +1,5 @@
-//! Thread-per-core serving: one current-thread tokio runtime per worker, each with its own
-//! `SO_REUSEPORT` listener (the kernel spreads connections) and its own upstream pool. Only
-//! read-mostly state is shared. Also: the connection cap, the TLS handshake deadline, protocol
-//! choice by ALPN, and graceful drain.
+//! One client connection: the TLS handshake under the first-byte deadline, HTTP/1.1 or
+//! HTTP/2 as ALPN chose, the per-connection deadlines, WebSocket hand-over, and drain.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,172 +10,20 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::conn_activity::Activity;
-use crate::framing::RawHeads;
-use crate::observed_io::Observed;
-use crate::service::{self, ConnInfo};
+use crate::conn::framing::RawHeads;
+use crate::conn::idle::Activity;
+use crate::conn::observed_io::Observed;
+use crate::conn::tunnel::TunnelSlot;
+use crate::conn::write_deadline::WriteDeadline;
+use crate::pipeline::{self, context::ConnInfo};
 use crate::state::Shared;
-use crate::tunnel::TunnelSlot;
-use crate::write_deadline::WriteDeadline;
-
-/// Bind `workers` listening sockets on `addr` with `SO_REUSEPORT`, so each worker accepts on
-/// its own socket. With port 0 the first socket picks the port and the others join it.
-pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let mut listeners = Vec::with_capacity(workers.max(1));
-    let mut addr = addr;
-    for _ in 0..workers.max(1) {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            None,
-        )?;
-        socket.set_reuse_address(true)?;
-        #[cfg(unix)]
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        let listener: std::net::TcpListener = socket.into();
-        addr = listener.local_addr()?;
-        listeners.push(listener);
-    }
-    Ok(listeners)
-}
-
-/// The number of serving threads: `PORTCULLIS_WORKERS` when set (like nginx's
-/// `worker_processes`), otherwise one per available core.
-pub fn default_workers() -> usize {
-    std::env::var("PORTCULLIS_WORKERS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-}
-
-/// Serve on `listeners` (one worker thread each) until `shutdown` resolves, then stop
-/// accepting, let in-flight requests finish within the grace period, and return.
-pub async fn run(
-    listeners: Vec<std::net::TcpListener>,
-    shared: Arc<Shared>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = shared.snapshot().config.limits.clone();
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let mut workers = Vec::with_capacity(listeners.len());
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let shared = shared.clone();
-        let stop = stop_rx.clone();
-        let connections = connections.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name(format!("portcullis-worker-{index}"))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                crate::log_buffer::batch_this_thread();
-                match runtime {
-                    Ok(runtime) => runtime.block_on(worker(listener, shared, connections, stop)),
-                    Err(err) => tracing::error!(error = %err, "cannot start worker runtime"),
-                }
-                crate::log_buffer::flush_this_thread();
-                let _ = done_tx.send(());
-            })?;
-        workers.push(done_rx);
-    }
-    shutdown.await;
-    shared.set_draining();
-    tracing::info!(
-        grace_secs = limits.shutdown_grace.as_secs(),
-        "shutting down: no new connections, draining"
-    );
-    let _ = stop_tx.send(true);
-    for done in workers {
-        let _ = done.await;
-    }
-    tracing::info!("all connections closed");
-    Ok(())
-}
-
-/// One core's accept loop, then its drain.
-async fn worker(
-    listener: std::net::TcpListener,
-    shared: Arc<Shared>,
-    connections: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot register listener");
-            return;
-        }
-    };
-    let mut tasks = JoinSet::new();
-    // Buffered access-log lines leave a quiet worker within this interval.
-    let log_flusher = tokio::spawn(async {
-        let mut tick = tokio::time::interval(crate::log_buffer::FLUSH_INTERVAL);
-        loop {
-            tick.tick().await;
-            crate::log_buffer::flush_this_thread();
-        }
-    });
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    // Over the connection cap: close at once rather than queue.
-                    drop(stream);
-                    continue;
-                };
-                let shared = shared.clone();
-                let stop = stop.clone();
-                tasks.spawn(async move {
-                    shared.metrics.connection(1);
-                    serve_connection(stream, peer, &shared, stop).await;
-                    shared.metrics.connection(-1);
-                    drop(permit);
-                });
-            }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let grace = shared.snapshot().config.limits.shutdown_grace;
-    let drained =
-        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            remaining = tasks.len(),
-            "grace period over; closing remaining connections"
-        );
-        tasks.abort_all();
-    }
-    log_flusher.abort();
-}
 
 /// TLS handshake under the first-byte deadline, then HTTP/1.1 or HTTP/2 as ALPN chose.
-async fn serve_connection(
+pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
@@ -214,7 +60,7 @@ async fn serve_connection(
         let activity_for_service = activity.clone();
         let service = service_fn(move |request| {
             let in_flight = activity_for_service.begin();
-            let handled = service::handle(shared_for_service.clone(), conn.clone(), request);
+            let handled = pipeline::handle(shared_for_service.clone(), conn.clone(), request);
             async move {
                 let response = handled.await;
                 drop(in_flight);
@@ -257,7 +103,7 @@ async fn serve_connection(
         };
         let shared_for_service = shared.clone();
         let service = service_fn(move |request| {
-            service::handle(shared_for_service.clone(), conn.clone(), request)
+            pipeline::handle(shared_for_service.clone(), conn.clone(), request)
         });
         let io = TokioIo::new(tls);
         let mut builder = http1::Builder::new();

@@ -11,17 +11,18 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::time::{Duration, Instant};
 
-use crate::access_log::AccessRecord;
-use crate::auth::bearer::authenticate;
+use crate::auth::lockout::{address_key, Attempt, Refusal};
 use crate::auth::password::{VerifyError, MAX_PASSWORD_BYTES};
+use crate::auth::revocation::RevokeRefusal;
 use crate::body::ResponseBody;
+use crate::clock::unix_now;
 use crate::config::Limits;
-use crate::decision;
 use crate::error::{no_store, Failure};
-use crate::headers;
-use crate::limit::{address_key, Attempt, Refusal, RevokeRefusal};
-use crate::request_body::{BodyLimits, GuardedBody};
-use crate::service::{unix_now, ConnInfo};
+use crate::forward::headers;
+use crate::forward::request_body::{BodyLimits, GuardedBody};
+use crate::pipeline::authenticate::authenticate;
+use crate::pipeline::context::{ConnInfo, Decision, RequestCtx};
+use crate::policy::decision;
 use crate::state::{Shared, Snapshot};
 
 /// Login bodies above this are refused before parsing (SPEC: 8 KiB → 413).
@@ -45,11 +46,7 @@ pub struct LoginForm {
 }
 
 fn oauth(error: &'static str, description: &'static str) -> Failure {
-    Failure::OAuth {
-        status: StatusCode::BAD_REQUEST,
-        error,
-        description,
-    }
+    Failure::OAuth { error, description }
 }
 
 /// The one answer for a wrong password, an unknown user and a user without a usable hash.
@@ -63,13 +60,15 @@ pub async fn login(
     snapshot: &Snapshot,
     conn: ConnInfo,
     request: Request<Incoming>,
-    record: &mut AccessRecord<'_>,
+    ctx: &mut RequestCtx<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
-    record.route = "login";
+    ctx.route = "login";
+    // Every answer of the token endpoint is uncacheable (RFC 6749 §5.1), errors included.
+    ctx.no_store = true;
     let result = if let Err(refusal) = decision::check_endpoint_method(request.method()) {
         Err(refusal)
     } else {
-        attempt(shared, snapshot, conn, request, record).await
+        attempt(shared, snapshot, conn, request, ctx).await
     };
     let outcome = match &result {
         Ok(_) => "success",
@@ -87,13 +86,7 @@ pub async fn login(
     ) {
         tokio::time::sleep(REFUSAL_HOLD).await;
     }
-    // Every answer of the token endpoint is uncacheable (RFC 6749 §5.1), errors included.
-    result.or_else(|failure| {
-        record.decision = failure.decision();
-        let mut response = failure.into_response();
-        no_store(response.headers_mut());
-        Ok(response)
-    })
+    result
 }
 
 async fn attempt(
@@ -101,7 +94,7 @@ async fn attempt(
     snapshot: &Snapshot,
     conn: ConnInfo,
     request: Request<Incoming>,
-    record: &mut AccessRecord<'_>,
+    ctx: &mut RequestCtx<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
     if request
         .uri()
@@ -136,7 +129,7 @@ async fn attempt(
     }
     // Usernames are case-insensitive: `Alex` and `alex` are one identity.
     let username = username.to_ascii_lowercase();
-    record.user.clone_from(&username);
+    ctx.login_user.clone_from(&username);
     // Keyed by the table's own policy (fixed for the process), so a key never changes shape
     // under an entry that is already counting.
     let ip_key = address_key(client_ip, shared.ip_lockouts.policy().ipv6_prefix);
@@ -178,7 +171,7 @@ async fn attempt(
         .keys
         .issue(&username, &scope_refs, unix_now())
         .map_err(|_| Failure::Internal)?;
-    record.decision = "login";
+    ctx.decision = Decision::Login;
     let body = serde_json::json!({
         "access_token": issued.token,
         "token_type": "bearer",
@@ -323,14 +316,14 @@ pub async fn logout(
     shared: &Shared,
     snapshot: &Snapshot,
     request: Request<Incoming>,
-    record: &mut AccessRecord<'_>,
+    ctx: &mut RequestCtx<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
-    record.route = "logout";
+    ctx.route = "logout";
     decision::check_endpoint_method(request.method())?;
     let identity = authenticate(shared, snapshot, request.headers(), unix_now())?
         .ok_or(Failure::MissingToken)?;
-    record.user.clone_from(&identity.token.subject);
-    record.decision = "logout";
+    ctx.identity = Some(identity.clone());
+    ctx.decision = Decision::Logout;
     let leeway = snapshot.config.tokens.leeway.as_secs();
     let expires = identity.token.expires_at.saturating_add(leeway);
     shared

@@ -1,0 +1,61 @@
+//! Verified tokens, cached per config generation.
+//!
+//! Verifying an HS256 token costs a few microseconds (base64, HMAC, JSON); a client sends the
+//! same token on every request, so verified tokens are cached. The cache lives in the config
+//! snapshot and dies with it on reload. A hit still honours `exp` (and the caller checks
+//! revocation); only tokens that passed every check are ever inserted.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::auth::bearer::Identity;
+
+/// Verified tokens of one config generation, keyed by the exact token text.
+#[derive(Debug)]
+pub struct TokenCache {
+    entries: DashMap<Box<str>, Arc<Identity>>,
+    max_entries: usize,
+    leeway: u64,
+}
+
+impl TokenCache {
+    /// A cache of at most `max_entries` tokens; `leeway` as in validation.
+    pub fn new(max_entries: usize, leeway: u64) -> Self {
+        TokenCache {
+            entries: DashMap::new(),
+            max_entries,
+            leeway,
+        }
+    }
+
+    /// The cached identity for `token`, unless it has expired (then it is dropped).
+    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
+        let hit = self.entries.get(token).map(|entry| entry.value().clone())?;
+        if now >= hit.token.expires_at.saturating_add(self.leeway) {
+            self.entries.remove(token);
+            return None;
+        }
+        Some(hit)
+    }
+
+    /// Remember a verified token.
+    pub fn insert(&self, token: &str, identity: Arc<Identity>) {
+        if self.entries.len() >= self.max_entries {
+            // Only tokens signed with our key get here, so a full cache means many live
+            // clients, not an attack; starting over is cheap and bounded.
+            self.entries.clear();
+        }
+        self.entries.insert(token.into(), identity);
+    }
+
+    /// Number of cached tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

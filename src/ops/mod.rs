@@ -1,0 +1,11 @@
+//! Operating the gateway: Prometheus [`metrics`] (with [`request_stats`] sharded per
+//! thread), the [`access_log`] line, and the log path from serving threads to one writer
+//! ([`log_buffer`] batches per thread, [`log_sink`] bounds the queue in bytes).
+//!
+//! Records what happened; never decides anything. Must never import `pipeline` or `state`.
+
+pub mod access_log;
+pub mod log_buffer;
+pub mod log_sink;
+pub mod metrics;
+pub mod request_stats;

@@ -1,0 +1,166 @@
+//! The request pipeline, one small function per phase:
+//! snapshot → hygiene (400) → route: target, gateway endpoint, rule (400/404/405) →
+//! authenticate bearer (401) → decide (403) → build upstream request → forward (502/504) →
+//! access log.
+//!
+//! [`handle`] is the only function hyper calls; it never returns `Err`: every failure is
+//! rendered by [`Failure::into_response`]. Each phase writes what it learns into the
+//! request's [`RequestCtx`]; the access-log line is built from that once, at the end.
+
+pub mod authenticate;
+pub mod context;
+pub mod hygiene;
+pub mod login;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::auth::bearer::Identity;
+use crate::body::ResponseBody;
+use crate::clock::unix_now;
+use crate::error::{no_store, Failure};
+use crate::forward::headers::{self, REQUEST_ID};
+use crate::forward::request_body::{BodyLimits, GuardedBody};
+use crate::policy::decision::{self, Destination, Permit};
+use crate::policy::routes::{Access, Route};
+use crate::state::{Shared, Snapshot};
+
+use authenticate::authenticate;
+use context::{ConnInfo, Decision, RequestCtx};
+use hygiene::{check_hygiene, check_target_form};
+
+/// Serve one request. Never fails: errors become responses here.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let snapshot = shared.snapshot();
+    let request_id = headers::request_id(request.headers());
+    let mut ctx = RequestCtx::new(&request, conn.peer, request_id);
+    let mut response = match pipeline(&shared, &snapshot, conn, request, &mut ctx).await {
+        Ok(response) => response,
+        Err(failure) => {
+            ctx.decision = Decision::from(&failure);
+            if matches!(failure, Failure::Internal) {
+                tracing::error!(request_id = ?ctx.request_id, "internal error");
+            }
+            failure.into_response()
+        }
+    };
+    if ctx.no_store {
+        no_store(response.headers_mut());
+    }
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, ctx.request_id.clone());
+    let bytes_out = http_body::Body::size_hint(response.body()).exact();
+    ctx.record(response.status(), bytes_out, started.elapsed())
+        .emit(&shared.metrics);
+    Ok(response)
+}
+
+async fn pipeline<'s>(
+    shared: &Shared,
+    snapshot: &'s Snapshot,
+    conn: ConnInfo,
+    request: Request<Incoming>,
+    ctx: &mut RequestCtx<'s>,
+) -> Result<Response<ResponseBody>, Failure> {
+    let host = check_hygiene(&request, &conn)?;
+    check_target_form(&request)?;
+    let config = &snapshot.config;
+    let routed = decision::route(
+        &config.routes,
+        &config.login.path,
+        request.method(),
+        &host,
+        request.uri().path(),
+    )?;
+    // `host` may borrow the request, which is moved below.
+    drop(host);
+    ctx.path = routed.path;
+    let route = match routed.destination {
+        Destination::OptionsStar => {
+            ctx.decision = Decision::Local;
+            return Ok(options_star());
+        }
+        Destination::Login => return login::login(shared, snapshot, conn, request, ctx).await,
+        Destination::Logout => return login::logout(shared, snapshot, request, ctx).await,
+        Destination::NoRoute => return Err(Failure::NotFound),
+        Destination::Route { route, .. } => route,
+    };
+    ctx.route = &route.id;
+    ctx.identity = admit(shared, snapshot, route, request.headers())?;
+    ctx.decision = Decision::Allow;
+    let upstream = route
+        .upstream
+        .as_ref()
+        .and_then(|name| config.upstreams.get(name))
+        .ok_or(Failure::Internal)?;
+    // Limits the client's body on its way through: 413 now if its declared length is already
+    // too large, 408/413 mid-stream otherwise.
+    let body_limits = BodyLimits::for_route(&config.limits, route.max_body_size);
+    body_limits.check_declared(request.body())?;
+    let request = request.map(|body| GuardedBody::new(body, body_limits));
+    let upstream_request = upstream::build_upstream_request(
+        snapshot,
+        &conn,
+        upstream,
+        request,
+        &ctx.path,
+        ctx.identity.as_ref(),
+        &ctx.request_id,
+    )?;
+    let mut response = upstream::send(upstream, upstream_request, ctx).await?;
+    if let Some(tunnel) = response
+        .extensions_mut()
+        .remove::<crate::conn::tunnel::PendingTunnel>()
+    {
+        // Only HTTP/1 connections carry tunnels; what follows on them is not HTTP/1.
+        let slot = conn.tunnel.as_ref().ok_or(Failure::UpstreamUnavailable)?;
+        slot.put(tunnel);
+        if let Some(heads) = &conn.heads {
+            heads.switch_protocols();
+        }
+    }
+    Ok(response)
+}
+
+fn options_star() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static(decision::ALLOWED_METHODS),
+    );
+    response
+}
+
+/// Authenticate as the route requires, then take the policy's decision. `Ok(None)` =
+/// anonymous but allowed.
+fn admit(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    route: &Route,
+    headers: &http::HeaderMap,
+) -> Result<Option<Arc<Identity>>, Failure> {
+    let identity = match &route.access {
+        Access::Deny => None,
+        // A valid token on a public route still identifies the caller; an invalid one is ignored.
+        Access::Public => authenticate(shared, snapshot, headers, unix_now())
+            .ok()
+            .flatten(),
+        Access::Scopes(_) => authenticate(shared, snapshot, headers, unix_now())?,
+    };
+    let granted = identity.as_ref().map(|identity| &identity.granted);
+    let _: Permit = decision::decide(route, granted, &snapshot.config.vocabulary)?;
+    Ok(identity)
+}

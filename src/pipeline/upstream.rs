@@ -1,0 +1,159 @@
+//! The upstream leg of an allowed request: rebuild it for the upstream (canonical path,
+//! stripped client headers, then the gateway's own forwarding and identity headers), send
+//! it, and turn the answer into the client's response (or a pending WebSocket tunnel).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+
+use crate::auth::bearer::Identity;
+use crate::body::ResponseBody;
+use crate::config::{Upstream, UpstreamTarget};
+use crate::conn::tunnel::PendingTunnel;
+use crate::error::Failure;
+use crate::error::TokenError;
+use crate::forward::headers::{
+    self, FORWARDED_FOR, FORWARDED_HOST, FORWARDED_PROTO, FORWARDED_SCOPES, FORWARDED_USER,
+    REQUEST_ID,
+};
+use crate::forward::request_body::GuardedBody;
+use crate::forward::{echo, proxy};
+use crate::pipeline::context::{ConnInfo, RequestCtx};
+use crate::state::Snapshot;
+
+/// Rebuild the request for the upstream: canonical path, stripped client headers, then the
+/// gateway's own forwarding and identity headers.
+pub fn build_upstream_request(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    upstream: &Upstream,
+    request: Request<GuardedBody>,
+    path: &str,
+    identity: Option<&Arc<Identity>>,
+    request_id: &HeaderValue,
+) -> Result<Request<GuardedBody>, Failure> {
+    let (mut parts, body) = request.into_parts();
+    let websocket = is_websocket_upgrade(&parts);
+    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let peer_trusted = snapshot.config.is_trusted_proxy(conn.peer.ip());
+    let xff = headers::forwarded_for(&parts.headers, conn.peer.ip(), peer_trusted);
+    let authorization = parts.headers.remove(header::AUTHORIZATION);
+
+    headers::strip_request(&mut parts.headers);
+
+    let h = &mut parts.headers;
+    if let Some(host) = &client_host {
+        h.insert(header::HOST, host.clone());
+        h.insert(FORWARDED_HOST, host.clone());
+    }
+    h.insert(
+        FORWARDED_FOR,
+        HeaderValue::from_str(&xff).map_err(|_| Failure::Internal)?,
+    );
+    h.insert(FORWARDED_PROTO, HeaderValue::from_static("https"));
+    // The same id the client gets back, so logs on both sides can be joined.
+    h.insert(REQUEST_ID, request_id.clone());
+    if let Some(identity) = identity {
+        // The subject was checked for control characters and length when the token was verified.
+        let user = HeaderValue::from_str(&identity.token.subject)
+            .map_err(|_| Failure::InvalidToken(TokenError::InvalidSubject))?;
+        h.insert(FORWARDED_USER, user);
+        if let Ok(scopes) = HeaderValue::from_str(&identity.scopes_header) {
+            h.insert(FORWARDED_SCOPES, scopes);
+        }
+    }
+    // Only the credential the gateway accepted: on a public route a revoked, expired or forged
+    // token (or any non-bearer credential) was ignored, so it must not reach the upstream.
+    if let (true, Some(_), Some(authorization)) = (upstream.pass_token, identity, authorization) {
+        h.insert(header::AUTHORIZATION, authorization);
+    }
+    if websocket {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| Failure::Internal)?;
+    parts.uri = match &upstream.target {
+        UpstreamTarget::Http { scheme, authority } => Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| Failure::Internal)?,
+        UpstreamTarget::Echo => Uri::from(path_and_query),
+    };
+    // Upstreams speak HTTP/1.1; the client's h2 framing ends at the gateway.
+    if parts.version >= Version::HTTP_2 {
+        headers::join_cookie_fields(&mut parts.headers).map_err(|_| Failure::Internal)?;
+    }
+    parts.version = Version::HTTP_11;
+    Ok(Request::from_parts(parts, body))
+}
+
+/// An HTTP/1.1 WebSocket handshake (RFC 6455 §4.1). Other upgrades (h2c) are never forwarded.
+fn is_websocket_upgrade(parts: &http::request::Parts) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    parts.version == Version::HTTP_11
+        && parts.method == Method::GET
+        && has_token(header::UPGRADE, "websocket")
+        && has_token(header::CONNECTION, "upgrade")
+}
+
+/// Forward and turn the upstream's answer into the client's response.
+pub async fn send(
+    upstream: &Upstream,
+    mut request: Request<GuardedBody>,
+    ctx: &mut RequestCtx<'_>,
+) -> Result<Response<ResponseBody>, Failure> {
+    if upstream.target == UpstreamTarget::Echo {
+        return Ok(echo::respond(&request));
+    }
+    let client_upgrade = request
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut request));
+    // The Host the client used, kept on the upstream request: the origin its redirects name.
+    let client_host = request.headers().get(header::HOST).cloned();
+    let started = Instant::now();
+    let result = proxy::forward(upstream, request).await;
+    ctx.upstream_latency = Some(started.elapsed());
+    let mut response = result?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(Failure::UpstreamUnavailable);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        // The connection runs it once hyper has released both sides (see `pipeline`).
+        parts
+            .extensions
+            .insert(PendingTunnel::new(client_upgrade, upstream_upgrade));
+        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_response(&mut parts.headers);
+    if let Some(client_host) = &client_host {
+        proxy::rewrite_upstream_urls(&mut parts.headers, &upstream.target, client_host);
+    }
+    Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
+}
