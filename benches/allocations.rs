@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 mod passthrough;
 
 /// The integration tests' TLS client and test PKI.
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 // ---------------------------------------------------------------------------------------------

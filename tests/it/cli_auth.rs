@@ -2,8 +2,7 @@
 //! gateway accepts, and `portcullis explain` reports the decision a request would get.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

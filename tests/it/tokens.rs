@@ -3,8 +3,7 @@
 //! a real gateway over TLS, and the oracle is always (status, what the upstream received).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use base64::Engine as _;
 use futures_util::future::join_all;

@@ -3,8 +3,7 @@
 //! and runs independent ones concurrently.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::{Duration, Instant};
 
