@@ -42,6 +42,7 @@ mod passthrough;
 
 /// The integration tests' TLS client and test PKI.
 #[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod common;
 
 // ---------------------------------------------------------------------------------------------

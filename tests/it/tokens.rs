@@ -1,13 +1,11 @@
 //! Bearer JWT validation (THREATS J-01…J-26) and the "Decisions" table of SPEC, black-box:
-//! tokens are minted by the independent hmac+sha2 implementation in `tests/common`, sent to
+//! tokens are minted by the independent hmac+sha2 implementation in `common::mint`, sent to
 //! a real gateway over TLS, and the oracle is always (status, what the upstream received).
 #![allow(clippy::unwrap_used)]
 
 use crate::common::*;
 
-use base64::Engine as _;
 use futures_util::future::join_all;
-use hmac::Mac as _;
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -62,40 +60,6 @@ impl Fx {
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// HMAC of `input` with the named hash, base64url.
-fn mac(alg: &str, key: &[u8], input: &str) -> String {
-    let bytes = match alg {
-        "HS256" => {
-            let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-            m.update(input.as_bytes());
-            m.finalize().into_bytes().to_vec()
-        }
-        "HS384" => {
-            let mut m = hmac::Hmac::<sha2::Sha384>::new_from_slice(key).unwrap();
-            m.update(input.as_bytes());
-            m.finalize().into_bytes().to_vec()
-        }
-        "HS512" => {
-            let mut m = hmac::Hmac::<sha2::Sha512>::new_from_slice(key).unwrap();
-            m.update(input.as_bytes());
-            m.finalize().into_bytes().to_vec()
-        }
-        other => panic!("no MAC {other}"),
-    };
-    b64(&bytes)
-}
-
-/// A token from raw header and claims JSON text, MAC'd with `alg` under `key`.
-fn token_with(header: &str, claims: &str, alg: &str, key: &[u8]) -> String {
-    let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
-    let sig = mac(alg, key, &input);
-    format!("{input}.{sig}")
-}
-
 /// The standard `{"alg":"HS256","typ":"at+jwt","kid":"k1"}` header.
 fn std_header() -> Value {
     json!({"alg": "HS256", "typ": "at+jwt", "kid": "k1"})
@@ -103,13 +67,18 @@ fn std_header() -> Value {
 
 /// Correctly signed token with the standard header and `claims`.
 fn sign(claims: &Value) -> String {
-    mint_hs256(&std_header(), claims, SECRET.as_bytes())
+    mint(Alg::Hs256, &std_header(), claims, SECRET.as_bytes())
 }
 
 /// Correctly signed token with `header` and the standard claims of `alice` holding `admin`
 /// (so that the scope can never be the reason for a refusal).
 fn sign_header(header: &Value) -> String {
-    mint_hs256(header, &fixture_claims("alice", "admin"), SECRET.as_bytes())
+    mint(
+        Alg::Hs256,
+        header,
+        &fixture_claims("alice", "admin"),
+        SECRET.as_bytes(),
+    )
 }
 
 /// Admin claims edited by `edit`, correctly signed.
@@ -179,7 +148,7 @@ fn labelled(cases: Vec<(&str, String)>) -> Vec<(String, String)> {
 #[tokio::test]
 async fn alg_none_in_every_spelling_is_refused_whatever_the_signature() {
     let fx = Fx::start().await;
-    let claims = b64(fixture_claims("root", "admin").to_string().as_bytes());
+    let claims = fixture_claims("root", "admin").to_string();
     let headers = [
         r#"{"alg":"none","typ":"at+jwt"}"#,
         r#"{"alg":"None","typ":"at+jwt"}"#,
@@ -193,12 +162,16 @@ async fn alg_none_in_every_spelling_is_refused_whatever_the_signature() {
     ];
     let mut cases = Vec::new();
     for header in headers {
-        let h = b64(header.as_bytes());
-        let input = format!("{h}.{claims}");
+        let input = signing_input(header.as_bytes(), claims.as_bytes());
         cases.push((format!("{header} empty sig"), format!("{input}.")));
         cases.push((format!("{header} garbage sig"), format!("{input}.AAAA")));
-        let good_mac = mac("HS256", SECRET.as_bytes(), &input);
-        cases.push((format!("{header} real MAC"), format!("{input}.{good_mac}")));
+        let real_mac = mint_raw(
+            Alg::Hs256,
+            header.as_bytes(),
+            claims.as_bytes(),
+            SECRET.as_bytes(),
+        );
+        cases.push((format!("{header} real MAC"), real_mac));
     }
     let replies = fx.get_all("/admin/x", &cases).await;
     assert_all_invalid(&replies);
@@ -229,46 +202,86 @@ async fn only_the_configured_hs256_is_accepted_and_only_with_our_key() {
     let cases = labelled(vec![
         (
             "HS384 header, HS384 MAC",
-            token_with(&header("HS384"), &claims, "HS384", SECRET.as_bytes()),
+            mint_raw(
+                Alg::Hs384,
+                header("HS384").as_bytes(),
+                claims.as_bytes(),
+                SECRET.as_bytes(),
+            ),
         ),
         (
             "HS512 header, HS512 MAC",
-            token_with(&header("HS512"), &claims, "HS512", SECRET.as_bytes()),
+            mint_raw(
+                Alg::Hs512,
+                header("HS512").as_bytes(),
+                claims.as_bytes(),
+                SECRET.as_bytes(),
+            ),
         ),
         (
             "HS256 header, HS384 MAC",
-            token_with(&header("HS256"), &claims, "HS384", SECRET.as_bytes()),
+            mint_raw(
+                Alg::Hs384,
+                header("HS256").as_bytes(),
+                claims.as_bytes(),
+                SECRET.as_bytes(),
+            ),
         ),
         (
             "HS384 header, HS256 MAC",
-            token_with(&header("HS384"), &claims, "HS256", SECRET.as_bytes()),
+            mint_raw(
+                Alg::Hs256,
+                header("HS384").as_bytes(),
+                claims.as_bytes(),
+                SECRET.as_bytes(),
+            ),
         ),
         (
             "RS256 header, HS256 MAC",
-            token_with(&header("RS256"), &claims, "HS256", SECRET.as_bytes()),
+            mint_raw(
+                Alg::Hs256,
+                header("RS256").as_bytes(),
+                claims.as_bytes(),
+                SECRET.as_bytes(),
+            ),
         ),
         (
             "hs256 lowercase header",
-            token_with(&header("hs256"), &claims, "HS256", SECRET.as_bytes()),
+            mint_raw(
+                Alg::Hs256,
+                header("hs256").as_bytes(),
+                claims.as_bytes(),
+                SECRET.as_bytes(),
+            ),
         ),
         (
             "HS256 under another secret",
-            token_with(
-                &header("HS256"),
-                &claims,
-                "HS256",
+            mint_raw(
+                Alg::Hs256,
+                header("HS256").as_bytes(),
+                claims.as_bytes(),
                 b"another-secret-0123456789-abcdefghijklmnop",
             ),
         ),
         (
             "HS256 under an empty key",
-            token_with(&header("HS256"), &claims, "HS256", b""),
+            mint_raw(
+                Alg::Hs256,
+                header("HS256").as_bytes(),
+                claims.as_bytes(),
+                b"",
+            ),
         ),
     ]);
     let replies = fx.get_all("/admin/x", &cases).await;
     assert_all_invalid(&replies);
     fx.assert_upstream_untouched("algorithm pinning");
-    let control = token_with(&header("HS256"), &claims, "HS256", SECRET.as_bytes());
+    let control = mint_raw(
+        Alg::Hs256,
+        header("HS256").as_bytes(),
+        claims.as_bytes(),
+        SECRET.as_bytes(),
+    );
     assert_eq!(fx.get("/admin/x", &control).await.status, 200);
 }
 
@@ -304,11 +317,11 @@ async fn kid_is_only_a_label_never_a_path_query_or_url() {
         let claims = fixture_claims("root", "admin");
         bad.push((
             format!("kid {kid} empty key"),
-            mint_hs256(&header, &claims, b""),
+            mint(Alg::Hs256, &header, &claims, b""),
         ));
         bad.push((
             format!("kid {kid} kid as key"),
-            mint_hs256(&header, &claims, kid.as_bytes()),
+            mint(Alg::Hs256, &header, &claims, kid.as_bytes()),
         ));
     }
     // Length-capped: a 4 KiB kid and a 64 KiB kid are refused even when correctly signed.
@@ -376,7 +389,8 @@ async fn key_reference_headers_are_refused_and_never_fetched() {
         cases.push((format!("{label} (our key)"), sign_header(header)));
         cases.push((
             format!("{label} (attacker key)"),
-            mint_hs256(
+            mint(
+                Alg::Hs256,
                 header,
                 &fixture_claims("root", "admin"),
                 b"attacker-key-0123456789-abcdefghijklmnop",
@@ -490,14 +504,9 @@ async fn exp_is_required_numeric_and_checked_with_the_configured_leeway() {
         ),
         (
             "exp 1e309",
-            token_with(
-                &std_header().to_string(),
-                &format!(
+            mint_raw(Alg::Hs256, std_header().to_string().as_bytes(), format!(
                     r#"{{"sub":"alice","scope":"admin","iss":"https://gw.test","aud":"gw-upstreams","iat":{n},"exp":1e309}}"#
-                ),
-                "HS256",
-                SECRET.as_bytes(),
-            ),
+                ).as_bytes(), SECRET.as_bytes()),
         ),
     ]);
     let replies = fx.get_all("/admin/x", &bad).await;
@@ -704,7 +713,14 @@ async fn tokens_with_the_wrong_number_of_segments_are_refused() {
 async fn duplicate_json_members_are_refused_not_resolved() {
     let fx = Fx::start().await;
     let header = std_header().to_string();
-    let sign_raw = |claims: String| token_with(&header, &claims, "HS256", SECRET.as_bytes());
+    let sign_raw = |claims: String| {
+        mint_raw(
+            Alg::Hs256,
+            header.as_bytes(),
+            claims.as_bytes(),
+            SECRET.as_bytes(),
+        )
+    };
     let cases = labelled(vec![
         (
             "sub twice",
@@ -735,10 +751,10 @@ async fn duplicate_json_members_are_refused_not_resolved() {
         ),
         (
             "header kid twice",
-            token_with(
-                r#"{"alg":"HS256","typ":"at+jwt","kid":"a","kid":"b"}"#,
-                &raw_claims(r#""sub":"alice","scope":"admin","#),
-                "HS256",
+            mint_raw(
+                Alg::Hs256,
+                r#"{"alg":"HS256","typ":"at+jwt","kid":"a","kid":"b"}"#.as_bytes(),
+                raw_claims(r#""sub":"alice","scope":"admin","#).as_bytes(),
                 SECRET.as_bytes(),
             ),
         ),
@@ -774,8 +790,14 @@ async fn deeply_nested_token_json_is_refused_without_crashing() {
     let deep_claims = raw_claims(&format!(r#""sub":"alice","scope":"admin","x":{nested},"#));
     let deep_header = format!(r#"{{"alg":"HS256","typ":"at+jwt","x":{nested}}}"#);
     let deep_object = format!("{}1{}", r#"{"a":"#.repeat(800), "}".repeat(800));
-    let sign_raw =
-        |header: &str, claims: &str| token_with(header, claims, "HS256", SECRET.as_bytes());
+    let sign_raw = |header: &str, claims: &str| {
+        mint_raw(
+            Alg::Hs256,
+            header.as_bytes(),
+            claims.as_bytes(),
+            SECRET.as_bytes(),
+        )
+    };
     let std = std_header().to_string();
     let cases = labelled(vec![
         ("2500-deep array in claims", sign_raw(&std, &deep_claims)),
@@ -1115,7 +1137,8 @@ async fn error_responses_follow_rfc6750_and_never_echo_the_token() {
         // 401: a bad signature, carrying a canary in every part.
         let mut claims = fixture_claims("CANARYSUB", "CANARYSCOPE");
         claims["jti"] = json!("CANARYJTI");
-        let forged = mint_hs256(
+        let forged = mint(
+            Alg::Hs256,
             &json!({"alg":"HS256","typ":"at+jwt","kid":"CANARYKID"}),
             &claims,
             b"not-the-secret-0123456789-abcdefghijklmnop",
@@ -1323,7 +1346,8 @@ async fn public_route_forwards_anyone_and_identifies_only_valid_tokens() {
     assert_eq!(reply.status, 200);
     assert_eq!(fx.up.last().unwrap().all("x-forwarded-user"), vec!["alice"]);
     // An invalid token (forged as root) is ignored, not trusted and not fatal.
-    let forged = mint_hs256(
+    let forged = mint(
+        Alg::Hs256,
         &std_header(),
         &fixture_claims("root", "admin"),
         b"not-the-secret-0123456789-abcdefghijklmnop",
@@ -1393,7 +1417,8 @@ async fn bad_expired_foreign_revoked_or_malformed_tokens_are_401_invalid_token()
         ("tampered payload", tampered),
         (
             "bad signature",
-            mint_hs256(
+            mint(
+                Alg::Hs256,
                 &std_header(),
                 &fixture_claims("root", "admin"),
                 b"not-the-secret-0123456789-abcdefghijklmnop",
@@ -1559,7 +1584,8 @@ async fn pass_token_forwards_only_a_token_the_gateway_accepted() {
         ),
         (
             "forged signature",
-            mint_hs256(
+            mint(
+                Alg::Hs256,
                 &std_header(),
                 &fixture_claims("root", "admin"),
                 b"not-the-secret-0123456789-abcdefghijklmnop",
