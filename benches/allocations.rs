@@ -41,7 +41,8 @@ use tokio::net::TcpListener;
 mod passthrough;
 
 /// The integration tests' TLS client and test PKI.
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod common;
 
 // ---------------------------------------------------------------------------------------------

@@ -3,8 +3,7 @@
 //! pair (status the client got, what the recording upstream received).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::Duration;
 

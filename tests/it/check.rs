@@ -2,8 +2,7 @@
 //! the printed route table, and the warnings (`--strict` turns them into failures).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

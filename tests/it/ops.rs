@@ -2,8 +2,7 @@
 //! must never contain), SIGHUP reload, graceful SIGTERM drain, JSON logs.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,8 +3,7 @@
 //! in-flight requests finishing on the config they started with.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,8 +3,7 @@
 //! upstream failures, JSON error bodies, keep-alive, and connections that never speak.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};

@@ -3,8 +3,7 @@
 //! upstream received).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::Duration;
 
@@ -778,12 +777,13 @@ async fn identity_headers_are_set_on_a_public_route_for_a_valid_token_but_not_an
         expired["exp"] = serde_json::json!(now() - 3600);
         let header = serde_json::json!({"alg": "HS256", "typ": "at+jwt"});
         let invalid = [
-            mint_hs256(
+            mint(
+                Alg::Hs256,
                 &header,
                 &fixture_claims("root", "admin"),
                 b"wrong-secret-wrong-secret-wrong-secret!!",
             ),
-            mint_hs256(&header, &expired, SECRET.as_bytes()),
+            mint(Alg::Hs256, &header, &expired, SECRET.as_bytes()),
             "not.a.token".to_owned(),
         ];
         for token in invalid {
@@ -808,19 +808,19 @@ async fn identity_headers_are_set_on_a_public_route_for_a_valid_token_but_not_an
 async fn token_subjects_with_control_characters_or_over_256_bytes_are_invalid_tokens() {
     let (up, gw) = fixture().await;
     let header = serde_json::json!({"alg": "HS256", "typ": "at+jwt"});
-    let mint = |sub: &str| {
+    let signed = |sub: &str| {
         let mut claims = fixture_claims(sub, "admin");
         // A short jti keeps the token size driven by `sub` alone.
         claims["jti"] = serde_json::json!(format!("j-{}", sub.len()));
-        mint_hs256(&header, &claims, SECRET.as_bytes())
+        mint(Alg::Hs256, &header, &claims, SECRET.as_bytes())
     };
     let bad = [
-        mint("alice\r\nX-Forwarded-Groups: admin"),
-        mint("alice\nX-Forwarded-Groups: admin"),
-        mint("a\u{0}b"),
-        mint("a\u{7f}b"),
-        mint(&"a".repeat(257)),
-        mint(&"a".repeat(10 * 1024)),
+        signed("alice\r\nX-Forwarded-Groups: admin"),
+        signed("alice\nX-Forwarded-Groups: admin"),
+        signed("a\u{0}b"),
+        signed("a\u{7f}b"),
+        signed(&"a".repeat(257)),
+        signed(&"a".repeat(10 * 1024)),
     ];
     for client in [gw.h1(), gw.h2()] {
         for token in &bad {
@@ -842,7 +842,7 @@ async fn token_subjects_with_control_characters_or_over_256_bytes_are_invalid_to
 
     // The limit is inclusive: 256 bytes is a valid subject.
     let sub = "b".repeat(256);
-    let reply = gw.h1().get_with_token("/api/items", &mint(&sub)).await;
+    let reply = gw.h1().get_with_token("/api/items", &signed(&sub)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(up.last().unwrap().all("x-forwarded-user"), vec![sub]);
 }
@@ -851,7 +851,12 @@ async fn token_subjects_with_control_characters_or_over_256_bytes_are_invalid_to
 async fn a_non_ascii_subject_never_causes_a_server_error() {
     let (up, gw) = fixture().await;
     let header = serde_json::json!({"alg": "HS256", "typ": "at+jwt"});
-    let token = mint_hs256(&header, &fixture_claims("ålice", "read"), SECRET.as_bytes());
+    let token = mint(
+        Alg::Hs256,
+        &header,
+        &fixture_claims("ålice", "read"),
+        SECRET.as_bytes(),
+    );
     for client in [gw.h1(), gw.h2()] {
         up.clear();
         let reply = client.get_with_token("/api/items", &token).await;

@@ -3,8 +3,7 @@
 //! and runs independent ones concurrently.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::{Duration, Instant};
 
@@ -754,7 +753,8 @@ async fn logout_revokes_exactly_the_presented_token() {
     let anon = c.call("POST", "/logout", &[], "").await;
     assert_eq!(anon.status, 401);
     // Logout with a forged token revokes nothing and is refused.
-    let forged = mint_hs256(
+    let forged = mint(
+        Alg::Hs256,
         &json!({"alg":"HS256","typ":"at+jwt"}),
         &fixture_claims("alice", "read"),
         b"not-the-secret-0123456789-abcdefghijklmnop",

@@ -1,13 +1,12 @@
 //! Slow and oversized traffic (THREATS R-03 slow body, R-04 slow read, R-06 body size): real
 //! gateway, real TLS, real recording upstream.
 
-mod common;
+use crate::common::*;
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use http::StatusCode;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};

@@ -3,8 +3,7 @@
 //! and is closed after `limits.idle_timeout` with no traffic in either direction.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::{Duration, Instant};
 

@@ -2,8 +2,7 @@
 //! and credentials, the status it predicts is the status the running gateway answers with.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::process::Command;
 

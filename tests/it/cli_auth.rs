@@ -2,8 +2,7 @@
 //! gateway accepts, and `portcullis explain` reports the decision a request would get.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -230,7 +229,8 @@ fn explain_with_a_token_decides_on_its_verified_scopes() {
     let d = decision(&text);
     assert!(d.contains("403") && d.contains("admin"), "{d}");
     // A forged token grants nothing.
-    let forged = mint_hs256(
+    let forged = mint(
+        Alg::Hs256,
         &serde_json::json!({"alg":"HS256","typ":"at+jwt"}),
         &fixture_claims("root", "admin"),
         b"not-the-secret-0123456789-abcdefghijklmnop",
@@ -243,7 +243,8 @@ fn explain_with_a_token_decides_on_its_verified_scopes() {
     let mut claims = fixture_claims("root", "admin");
     claims["exp"] = serde_json::json!(now() - 3600);
     claims["iat"] = serde_json::json!(now() - 4000);
-    let expired = mint_hs256(
+    let expired = mint(
+        Alg::Hs256,
         &serde_json::json!({"alg":"HS256","typ":"at+jwt"}),
         &claims,
         SECRET.as_bytes(),

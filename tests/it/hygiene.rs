@@ -4,8 +4,7 @@
 //! they receive, so `delete` forwarded as spelled would run their DELETE handler.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use http::StatusCode;
 

@@ -1,0 +1,21 @@
+//! Test harness, one concern per file: the test CA and certificates (`pki.rs`), a real gateway
+//! on 127.0.0.1:0 started through the library entry point and its config fixtures
+//! (`gateway.rs`), real TLS clients speaking HTTP/1.1 and HTTP/2 (`client.rs`), raw bytes over
+//! TLS and their parsed answers (`raw.rs`), real upstreams on 127.0.0.1:0 (`upstream.rs`) and
+//! tokens signed independently of the gateway's code (`mint.rs`).
+//!
+//! Everything is re-exported here, so tests `use crate::common::*`.
+
+mod client;
+mod gateway;
+mod mint;
+mod pki;
+mod raw;
+mod upstream;
+
+pub use client::*;
+pub use gateway::*;
+pub use mint::*;
+pub use pki::*;
+pub use raw::*;
+pub use upstream::*;

@@ -1,0 +1,26 @@
+//! The integration tests, as one test binary: every module below is a topic, and `common` is
+//! the harness they share (a real gateway, real upstreams, real TLS clients, a test PKI and
+//! independently minted tokens), compiled once for all of them.
+//!
+//! `cargo test` runs them all; `cargo test --test it tokens::` runs one topic.
+
+mod common;
+
+mod architecture;
+mod check;
+mod cli_auth;
+mod explain;
+mod headers;
+mod hygiene;
+mod limits;
+mod login;
+mod ops;
+mod paths;
+mod proxy;
+mod reload;
+mod routing;
+mod smoke;
+mod smuggling;
+mod threats;
+mod tokens;
+mod websocket;
