@@ -110,6 +110,8 @@ pub struct GuardedBody<B = Incoming> {
     waiting_since: Option<Instant>,
     alarm: Option<Pin<Box<Sleep>>>,
     failed: bool,
+    /// A frame read ahead by [`GuardedBody::first_frame`], handed out first.
+    read_ahead: Option<Frame<Bytes>>,
 }
 
 impl<B> GuardedBody<B> {
@@ -122,6 +124,7 @@ impl<B> GuardedBody<B> {
             waiting_since: None,
             alarm: None,
             failed: false,
+            read_ahead: None,
         }
     }
 
@@ -145,6 +148,24 @@ impl<B> GuardedBody<B> {
     }
 }
 
+impl<B> GuardedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Wait for the body's first frame (under the same limits) and keep it to hand out
+    /// first. HTTP/2 checks a declared `content-length` only as DATA arrives, so a request
+    /// whose first DATA frame overruns it is refused here, before an upstream hears of it.
+    pub async fn first_frame(&mut self) -> Result<(), BodyError> {
+        match std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await {
+            Some(Ok(frame)) => self.read_ahead = Some(frame),
+            Some(Err(err)) => return Err(err),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
 impl<B> Body for GuardedBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -160,6 +181,9 @@ where
         let this = self.get_mut();
         if this.failed {
             return Poll::Ready(None);
+        }
+        if let Some(frame) = this.read_ahead.take() {
+            return Poll::Ready(Some(Ok(frame)));
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -203,11 +227,23 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed || self.inner.is_end_stream()
+        self.failed || (self.read_ahead.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let ahead = match self.read_ahead.as_ref().and_then(Frame::data_ref) {
+            Some(data) => data.len() as u64,
+            None => return inner,
+        };
+        // The inner hint counts only what is still to come; the upstream's framing must
+        // cover the frame read ahead too.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(ahead));
+        }
+        hint.set_lower(inner.lower().saturating_add(ahead));
+        hint
     }
 }
 
@@ -337,5 +373,21 @@ mod tests {
         ));
         let unrelated = std::io::Error::other("reset");
         assert!(BodyError::find_in(&unrelated).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_frame_read_ahead_is_handed_out_first_and_still_counted_in_the_size() {
+        let inner = http_body_util::Full::new(Bytes::from_static(b"hello"));
+        let limits = BodyLimits {
+            read_timeout: Duration::from_secs(1),
+            min_rate: 1,
+            max_size: None,
+        };
+        let mut body = GuardedBody::new(inner, limits);
+        assert!(body.first_frame().await.is_ok());
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(!body.is_end_stream());
+        let collected = body.collect().await.map(|c| c.to_bytes());
+        assert_eq!(collected.ok().as_deref(), Some(&b"hello"[..]));
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::auth::bearer::Identity;
@@ -109,7 +109,20 @@ async fn pipeline<'s>(
     // too large, 408/413 mid-stream otherwise.
     let body_limits = BodyLimits::for_route(&config.limits, route.max_body_size);
     body_limits.check_declared(request.body())?;
-    let request = request.map(|body| GuardedBody::new(body, body_limits));
+    let mut request = request.map(|body| GuardedBody::new(body, body_limits));
+    if request.version() == Version::HTTP_2
+        && request.headers().contains_key(header::CONTENT_LENGTH)
+        && !http_body::Body::is_end_stream(request.body())
+    {
+        // HTTP/2 checks a declared length only as DATA arrives: see the first frame before
+        // the upstream sees the head (THREATS S-10). Its later frames cannot overrun the
+        // upstream's framing either: h2 fails the body before yielding excess bytes.
+        request
+            .body_mut()
+            .first_frame()
+            .await
+            .map_err(|err| Failure::from(&err))?;
+    }
     let upstream_request = upstream::build_upstream_request(
         snapshot,
         &conn,

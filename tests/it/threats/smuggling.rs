@@ -5,7 +5,7 @@ use crate::common::*;
 
 use std::time::Duration;
 
-use super::raw_h2::{h2_one, head, kv, post_with, Fields, H2End};
+use super::raw_h2::{h2_one, head, kv, post_with, Fields, H2End, H2Raw, DATA, END_STREAM};
 
 // ---------------------------------------------------------------------------------------------
 // T-08: HTTP/2 pseudo-headers.
@@ -147,4 +147,23 @@ async fn http2_requests_that_would_desync_an_http1_upstream_are_refused() {
     let framing = seen.all("content-length").len() + seen.all("transfer-encoding").len();
     assert_eq!(framing, 1, "{:?}", seen.headers);
     assert!(seen.all("x-forwarded-user").is_empty());
+}
+
+/// The DATA frame that overruns a declared `content-length` arrives after a pause: the
+/// gateway must not have started the upstream request on the strength of the head alone.
+#[tokio::test]
+async fn an_http2_body_overrunning_its_content_length_after_a_pause_never_reaches_the_upstream() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let mut conn = H2Raw::open(&gw).await;
+    assert!(
+        conn.request(1, &post_with(b"content-length", b"5"), false)
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.frame(DATA, END_STREAM, 1, b"0123456789").await;
+    let end = conn.end_of(1, Duration::from_secs(3)).await;
+    assert!(end.is_refusal(), "{end:?}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(up.count(), 0, "reached the upstream {:?}", up.seen());
 }
