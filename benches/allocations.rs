@@ -200,7 +200,12 @@ async fn bench() {
     let token = shared
         .snapshot()
         .keys
-        .issue("alice", &["read"], portcullis::clock::unix_now())
+        .issue(
+            "alice",
+            &["read"],
+            Default::default(),
+            portcullis::clock::unix_now(),
+        )
         .expect("token")
         .token;
     let listeners = portcullis::bind("127.0.0.1:0".parse().expect("addr"), 1).expect("bind");

@@ -42,7 +42,7 @@ fn tokens(c: &mut Criterion) {
     let now = portcullis::clock::unix_now();
     let token = snapshot
         .keys
-        .issue("alice", &["read", "write"], now)
+        .issue("alice", &["read", "write"], Default::default(), now)
         .expect("issue")
         .token;
     let mut headers = HeaderMap::new();

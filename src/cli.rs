@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::bearer::identify;
 use crate::config::{lint, Config, LogFormat};
 use crate::error::Failure;
 use crate::ops::log_sink::{self, LogSink, LogSinkGuard};
@@ -310,34 +311,34 @@ fn explain(
 }
 
 /// The caller's scopes, expanded through `implies`: given with `--scopes`, or from a token
-/// that verifies (revocations are not known here).
+/// checked as the server checks it (signature, claims, the user store; revocations live
+/// only in the running server and are not known here).
 fn granted_scopes(
     config: &Config,
     scopes: Option<Vec<String>>,
     token: Option<String>,
 ) -> Option<ScopeSet> {
-    let granted = match (scopes, token) {
-        (Some(list), _) => list,
+    match (scopes, token) {
+        (Some(list), _) => Some(config.vocabulary.expand(list.iter().map(String::as_str))),
         (None, Some(token)) => {
             let keys = crate::auth::jwt::TokenKeys::new(config.tokens.clone());
-            match keys.verify(&token, crate::clock::unix_now()) {
-                Ok(verified) => {
+            let now = crate::clock::unix_now();
+            match identify(&keys, &config.vocabulary, &config.users, &token, now) {
+                Ok(identity) => {
                     println!(
                         "token:    valid, sub={}, scope={}",
-                        verified.subject,
-                        verified.scopes.join(" ")
+                        identity.token.subject, identity.scopes_header
                     );
-                    verified.scopes
+                    Some(identity.granted.clone())
                 }
                 Err(err) => {
                     println!("token:    invalid ({err})");
-                    return None;
+                    None
                 }
             }
         }
-        (None, None) => return None,
-    };
-    Some(config.vocabulary.expand(granted.iter().map(String::as_str)))
+        (None, None) => None,
+    }
 }
 
 /// A refusal as the gateway answers it: status, reason phrase and the body's description.

@@ -298,6 +298,15 @@ pub enum TokenError {
     /// Not produced here: for callers that consult a revocation list.
     #[error("token revoked")]
     Revoked,
+    /// The subject is not (or no longer) in the user store.
+    #[error("user no longer exists")]
+    UnknownUser,
+    /// The user is `disabled: true`.
+    #[error("user disabled")]
+    UserDisabled,
+    /// Issued before the user's password last changed.
+    #[error("credentials changed since the token was issued")]
+    CredentialsChanged,
     /// Issuing failed on our side (e.g. time overflow); not the client's fault.
     #[error("internal error")]
     Internal,

@@ -1,11 +1,13 @@
 //! The bearer credential on proxied requests: `Authorization` parsing (RFC 6750 §2.1) and
 //! the [`Identity`] a verified token proves.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::header;
+use http::header::{self, HeaderName, HeaderValue};
 
 use crate::auth::jwt::{TokenKeys, VerifiedToken};
+use crate::auth::user::User;
 use crate::error::Failure;
 use crate::error::TokenError;
 use crate::policy::authz::{ScopeSet, Vocabulary};
@@ -20,22 +22,31 @@ pub struct Identity {
     pub scopes_header: String,
     /// What logout records: the `jti`, or a digest of the token when it has none.
     pub revocation_key: String,
+    /// The user's profile as gateway-owned headers (`X-Forwarded-Email`, …).
+    pub profile_headers: Arc<[(HeaderName, HeaderValue)]>,
 }
 
-/// Verify `token` under `keys` and resolve its scopes through `vocabulary`: the identity to
-/// cache. Revocation is the caller's to check (it changes after verification).
+/// Verify `token` under `keys`, check it against the user store, and resolve its scopes
+/// through `vocabulary`: the identity to cache. The cache lives and dies with the snapshot
+/// `users` belongs to, so these checks hold for every request that hits it. Revocation is
+/// the caller's to check (it changes without a reload).
 pub fn identify(
     keys: &TokenKeys,
     vocabulary: &Vocabulary,
+    users: &HashMap<String, User>,
     token: &str,
     now: u64,
 ) -> Result<Arc<Identity>, TokenError> {
     let verified = keys.verify(token, now)?;
+    let user = current_user(users, &verified)?;
     let revocation_key = match &verified.jti {
         Some(jti) => jti.clone(),
         None => token_digest(token),
     };
-    let granted = vocabulary.expand(verified.scopes.iter().map(String::as_str));
+    // Never more than the user holds now: narrowing a user's scopes narrows live tokens.
+    let granted = vocabulary
+        .expand(verified.scopes.iter().map(String::as_str))
+        .intersection(&user.holds);
     let scopes_header = granted
         .iter()
         .map(|id| vocabulary.name(id))
@@ -46,7 +57,31 @@ pub fn identify(
         granted,
         scopes_header,
         revocation_key,
+        profile_headers: user.profile.headers.clone(),
     }))
+}
+
+/// The user a token speaks for, as the store has it now: it must exist, not be disabled,
+/// and (when the token says) have the credential version the token was issued under.
+fn current_user<'u>(
+    users: &'u HashMap<String, User>,
+    token: &VerifiedToken,
+) -> Result<&'u User, TokenError> {
+    let user = users.get(&token.subject).ok_or(TokenError::UnknownUser)?;
+    if user.disabled {
+        return Err(TokenError::UserDisabled);
+    }
+    // Tokens minted outside the gateway (by holders of the shared secret) carry no `cv`;
+    // they cannot be tied to a password and are held to the other checks only.
+    // (Not a secret: the token holder reads it in the token; a plain comparison is fine.)
+    if token
+        .credential_version
+        .as_ref()
+        .is_some_and(|version| *version != user.credential_version)
+    {
+        return Err(TokenError::CredentialsChanged);
+    }
+    Ok(user)
 }
 
 /// A revocation key for tokens without `jti` (e.g. minted by other apps sharing the secret).

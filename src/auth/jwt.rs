@@ -32,6 +32,8 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const MAX_SUBJECT_BYTES: usize = 256;
 /// Longest accepted header `kid`.
 pub const MAX_KID_BYTES: usize = 256;
+/// Longest `cv` claim read (ours are 16 characters).
+const MAX_CV_BYTES: usize = 64;
 /// The `typ` header of the tokens we issue (RFC 9068).
 pub const TOKEN_TYPE: &str = "at+jwt";
 
@@ -71,6 +73,24 @@ pub struct TokenSettings {
     pub audience: Option<String>,
     pub ttl: Duration,
     pub leeway: Duration,
+    /// Which profile fields issued tokens carry as claims (`tokens.claims`).
+    pub profile_claims: ProfileClaims,
+}
+
+/// `tokens.claims`: profile fields put into issued tokens.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileClaims {
+    pub email: bool,
+    pub name: bool,
+}
+
+/// What an issued token says about its user besides the subject and scopes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UserClaims<'a> {
+    /// `cv`: the user's credential version when the token is issued.
+    pub credential_version: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
 }
 
 impl fmt::Debug for TokenSettings {
@@ -83,6 +103,7 @@ impl fmt::Debug for TokenSettings {
             .field("audience", &self.audience)
             .field("ttl", &self.ttl)
             .field("leeway", &self.leeway)
+            .field("profile_claims", &self.profile_claims)
             .finish()
     }
 }
@@ -105,6 +126,8 @@ pub struct VerifiedToken {
     pub jti: Option<String>,
     /// `exp`, unix seconds.
     pub expires_at: u64,
+    /// `cv`: the credential version the token was issued under, when it says.
+    pub credential_version: Option<String>,
 }
 
 /// Keys and validation rules, built once per config snapshot.
@@ -119,6 +142,7 @@ pub struct TokenKeys {
     audience: Option<String>,
     ttl: u64,
     leeway: u64,
+    profile_claims: ProfileClaims,
 }
 
 impl fmt::Debug for TokenKeys {
@@ -147,6 +171,12 @@ struct OutClaims<'a> {
     jti: &'a str,
     #[serde(skip_serializing_if = "String::is_empty")]
     scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cv: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 /// The JOSE header as we read it, independently of jsonwebtoken.
@@ -210,6 +240,7 @@ impl TokenKeys {
             audience: settings.audience,
             ttl: settings.ttl.as_secs(),
             leeway: settings.leeway.as_secs(),
+            profile_claims: settings.profile_claims,
         }
     }
 
@@ -218,11 +249,13 @@ impl TokenKeys {
         &self.kid
     }
 
-    /// Issue an access token. `now` = unix seconds.
+    /// Issue an access token. `now` = unix seconds. Of `user`'s profile fields, only those
+    /// `tokens.claims` names are put in.
     pub fn issue(
         &self,
         subject: &str,
         scopes: &[&str],
+        user: UserClaims<'_>,
         now: u64,
     ) -> Result<IssuedToken, TokenError> {
         check_subject(subject)?;
@@ -243,6 +276,9 @@ impl TokenKeys {
             exp,
             jti: &jti,
             scope: scopes.join(" "),
+            cv: user.credential_version,
+            email: user.email.filter(|_| self.profile_claims.email),
+            name: user.name.filter(|_| self.profile_claims.name),
         };
         let mut header = Header::new(self.algorithm.jwt());
         header.typ = Some(TOKEN_TYPE.to_owned());
@@ -306,12 +342,20 @@ impl TokenKeys {
         {
             return Err(TokenError::Malformed);
         }
+        if claims
+            .cv
+            .as_deref()
+            .is_some_and(|cv| cv.len() > MAX_CV_BYTES)
+        {
+            return Err(TokenError::Malformed);
+        }
         let scopes = merge_scopes(claims.scope, claims.scp, claims.scopes)?;
         Ok(VerifiedToken {
             subject: claims.sub,
             scopes,
             jti: claims.jti,
             expires_at: claims.exp.0,
+            credential_version: claims.cv,
         })
     }
 
@@ -415,6 +459,7 @@ mod tests {
             audience: audience.map(str::to_owned),
             ttl: Duration::from_secs(3600),
             leeway: Duration::from_secs(30),
+            profile_claims: ProfileClaims::default(),
         })
     }
 
@@ -446,7 +491,9 @@ mod tests {
     #[test]
     fn roundtrip() {
         let k = keys(Some("https://pc"), Some("api"));
-        let t = k.issue("alice", &["read", "write"], NOW).expect("issue");
+        let t = k
+            .issue("alice", &["read", "write"], UserClaims::default(), NOW)
+            .expect("issue");
         assert_eq!(t.expires_in, 3600);
         let v = verify(&k, &t.token).expect("verify");
         assert_eq!(v.subject, "alice");
@@ -464,15 +511,15 @@ mod tests {
     fn issue_rejects_bad_input() {
         let k = keys(None, None);
         assert_eq!(
-            k.issue("", &[], NOW).err(),
+            k.issue("", &[], UserClaims::default(), NOW).err(),
             Some(TokenError::InvalidSubject)
         );
         assert_eq!(
-            k.issue("a", &["a b"], NOW).err(),
+            k.issue("a", &["a b"], UserClaims::default(), NOW).err(),
             Some(TokenError::InvalidScope)
         );
         assert_eq!(
-            k.issue("a", &[], u64::MAX).err(),
+            k.issue("a", &[], UserClaims::default(), u64::MAX).err(),
             Some(TokenError::Internal)
         );
     }
@@ -480,7 +527,10 @@ mod tests {
     #[test]
     fn tampered_payload_and_wrong_secret() {
         let k = keys(None, None);
-        let t = k.issue("alice", &["read"], NOW).expect("issue").token;
+        let t = k
+            .issue("alice", &["read"], UserClaims::default(), NOW)
+            .expect("issue")
+            .token;
         let mut parts: Vec<&str> = t.split('.').collect();
         let evil = b64(&claims(r#","scope":"admin""#));
         parts[1] = &evil;
@@ -520,7 +570,10 @@ mod tests {
     #[test]
     fn expiry_and_leeway() {
         let k = keys(None, None);
-        let t = k.issue("alice", &[], NOW).expect("issue").token;
+        let t = k
+            .issue("alice", &[], UserClaims::default(), NOW)
+            .expect("issue")
+            .token;
         assert!(k.verify(&t, NOW + 3600 + 29).is_ok());
         assert_eq!(
             k.verify(&t, NOW + 3600 + 30).err(),

@@ -1,7 +1,7 @@
 //! Who the caller is: JWT issuing and verification ([`jwt`]), the bearer credential and the
 //! identity it proves ([`bearer`]), verified tokens cached per config generation
 //! ([`token_cache`]), argon2id passwords on a bounded pool ([`password`]), login regulation
-//! ([`lockout`]) and logout [`revocation`]s.
+//! ([`lockout`]), logout [`revocation`]s, and the [`user`] record tokens must still match.
 //!
 //! Mechanisms only: the login endpoint and the per-request authentication phase that wire
 //! them to a request live in `pipeline`. Must never import `pipeline`, `state` or `config`.
@@ -12,6 +12,7 @@ pub mod lockout;
 pub mod password;
 pub mod revocation;
 pub mod token_cache;
+pub mod user;
 
 /// Keys of the login and revocation tables longer than this are truncated: real usernames,
 /// addresses and token ids are far shorter, and over-long junk keys sharing a prefix may

@@ -129,7 +129,9 @@ fn header_text(text: &str, field: &'static str) -> Result<HeaderValue, ProfileEr
         return Err(ProfileError::Text(field));
     }
     let plain = text.bytes().all(|b| (b' '..=b'~').contains(&b))
-        && !text.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("utf-8''"))
+        && !text
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("utf-8''"))
         && text.trim() == text;
     let value = if plain {
         text.to_owned()
@@ -196,7 +198,12 @@ mod tests {
             attributes,
         );
         let names: Vec<String> = profile
-            .map(|p| p.headers.iter().map(|(n, v)| format!("{n}: {v:?}")).collect())
+            .map(|p| {
+                p.headers
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {v:?}"))
+                    .collect()
+            })
             .unwrap_or_default();
         assert_eq!(
             names,
@@ -225,7 +232,10 @@ mod tests {
         let a = credential_version("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA");
         let b = credential_version("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaB");
         assert_ne!(a, b);
-        assert_eq!(a, credential_version("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"));
+        assert_eq!(
+            a,
+            credential_version("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA")
+        );
         assert_eq!(a.len(), 16);
         assert!(!a.contains("aGFz"));
     }

@@ -7,7 +7,7 @@ mod identity;
 mod routes;
 
 use super::*;
-use crate::auth::jwt::{SigningAlgorithm, TokenSettings};
+use crate::auth::jwt::{ProfileClaims, SigningAlgorithm, TokenSettings};
 use crate::auth::lockout::LockoutPolicy;
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -311,9 +311,31 @@ impl Builder {
                 audience: optional(&raw.audience, "tokens.audience")?,
                 ttl,
                 leeway: self.timeout(&raw.leeway, "tokens.leeway", Duration::from_secs(30))?,
+                profile_claims: self.profile_claims(&raw.claims)?,
             },
             secret_is_random,
         ))
+    }
+
+    /// `tokens.claims`: which profile fields issued tokens carry.
+    fn profile_claims(
+        &self,
+        raw: &Option<Vec<Spanned<String>>>,
+    ) -> Result<ProfileClaims, ConfigError> {
+        let mut claims = ProfileClaims::default();
+        for claim in raw.iter().flatten() {
+            match claim.value.as_str() {
+                "email" => claims.email = true,
+                "name" => claims.name = true,
+                other => {
+                    return Err(self.at(
+                        claim,
+                        format!("tokens.claims: `{other}` is not a profile claim (email, name)"),
+                    ))
+                }
+            }
+        }
+        Ok(claims)
     }
 
     fn login(&self, raw: &file::LoginFile) -> Result<LoginSettings, ConfigError> {
@@ -527,5 +549,43 @@ mod tests {
         assert!(parse_net("::1").is_ok());
         assert!(parse_net("10.0.0.0/33").is_err());
         assert!(parse_net("example.com").is_err());
+    }
+
+    /// A users block holding one user `u` with `fields` besides its password.
+    fn with_user(fields: &str) -> String {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$w87WW2eFT7vy9UDFIxPMUA$WRM+jGFRlegpsoIlTVNrQc+1XHa3/a1NZzkq1GFfarI";
+        yaml(
+            "",
+            &format!("users:\n  u: {{ password: \"{hash}\"{fields} }}\nroutes: []\n"),
+        )
+    }
+
+    #[test]
+    fn profile_fields_are_validated_at_the_users_line() {
+        let config = build(&with_user(
+            ", email: u@example.com, disabled: true, groups: [a]",
+        ));
+        let user = config.as_ref().ok().and_then(|c| c.users.get("u"));
+        assert!(user.is_some_and(|u| u.disabled && u.profile.headers.len() == 2));
+        for (fields, why) in [
+            (", email: not-an-address", "email"),
+            (", groups: [\"a,b\"]", "group"),
+            (", attributes: { Team: x }", "attribute key `Team`"),
+            (", nickname: x", "unknown field"),
+        ] {
+            let (line, message) = error(&with_user(fields));
+            assert_eq!(line, 12, "{fields}: {message}");
+            assert!(message.contains(why), "{fields}: {message}");
+        }
+    }
+
+    #[test]
+    fn tokens_claims_names_only_profile_claims() {
+        let config = build(&yaml("  claims: [email, name]\n", "routes: []\n"));
+        let claims = config.map(|c| c.tokens.profile_claims);
+        assert!(claims.is_ok_and(|c| c.email && c.name));
+        let (line, message) = error(&yaml("  claims: [email, phone]\n", "routes: []\n"));
+        assert_eq!(line, 5, "{message}");
+        assert!(message.contains("`phone`"), "{message}");
     }
 }

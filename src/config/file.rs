@@ -78,6 +78,8 @@ pub struct TokensFile {
     pub secret: Option<Spanned<String>>,
     pub ttl: Option<Spanned<String>>,
     pub leeway: Option<Spanned<String>>,
+    /// Profile fields issued tokens also carry: `email`, `name`.
+    pub claims: Option<Vec<Spanned<String>>>,
 }
 
 /// `login:` — endpoint path and brute-force regulation.
@@ -131,6 +133,16 @@ pub struct UserFile {
     pub password: String,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Refused at login and every token refused, without deleting the entry.
+    #[serde(default)]
+    pub disabled: bool,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Free-form strings, each forwarded as `X-Forwarded-Attr-<key>`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// The shape of a `users_file:`.

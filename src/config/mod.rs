@@ -21,7 +21,7 @@ use ipnet::IpNet;
 
 use crate::auth::jwt::TokenSettings;
 use crate::auth::lockout::LockoutPolicy;
-use crate::auth::password::PasswordHash;
+use crate::auth::user::User;
 use crate::policy::authz::Vocabulary;
 use crate::policy::routes::RouteTable;
 
@@ -121,13 +121,6 @@ pub struct LoginSettings {
 pub enum LogFormat {
     Pretty,
     Json,
-}
-
-/// One account that may log in.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub hash: PasswordHash,
-    pub scopes: Vec<String>,
 }
 
 /// Where an upstream's requests go.

@@ -22,7 +22,14 @@ pub fn authenticate(
     let identity = match snapshot.token_cache.get(token, now) {
         Some(identity) => identity,
         None => {
-            let identity = identify(&snapshot.keys, &snapshot.config.vocabulary, token, now)?;
+            let config = &snapshot.config;
+            let identity = identify(
+                &snapshot.keys,
+                &config.vocabulary,
+                &config.users,
+                token,
+                now,
+            )?;
             snapshot.token_cache.insert(token, identity.clone());
             identity
         }

@@ -11,9 +11,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::time::{Duration, Instant};
 
+use crate::auth::jwt::UserClaims;
 use crate::auth::lockout::{address_key, Attempt, Refusal};
 use crate::auth::password::{VerifyError, MAX_PASSWORD_BYTES};
 use crate::auth::revocation::RevokeRefusal;
+use crate::auth::user::User;
 use crate::body::ResponseBody;
 use crate::clock::unix_now;
 use crate::config::Limits;
@@ -152,7 +154,8 @@ async fn attempt(
             _ => Failure::Internal,
         })?;
     let now = Instant::now();
-    let Some(user) = user.filter(|_| verified) else {
+    // A disabled user gets the same answer as a wrong password, after the same work.
+    let Some(user) = user.filter(|user| verified && !user.disabled) else {
         record_failure(shared, user_attempt, ip_attempt, &username, &ip_key);
         return Err(invalid_grant());
     };
@@ -169,7 +172,7 @@ async fn attempt(
     let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let issued = snapshot
         .keys
-        .issue(&username, &scope_refs, unix_now())
+        .issue(&username, &scope_refs, user_claims(user), unix_now())
         .map_err(|_| Failure::Internal)?;
     ctx.decision = Decision::Login;
     let body = serde_json::json!({
@@ -185,6 +188,16 @@ async fn attempt(
     );
     no_store(response.headers_mut());
     Ok(response)
+}
+
+/// What an issued token says about `user`: its credential version (so a password change
+/// ends it) and the profile fields `tokens.claims` asks for.
+fn user_claims(user: &User) -> UserClaims<'_> {
+    UserClaims {
+        credential_version: Some(&user.credential_version),
+        email: user.profile.email.as_deref(),
+        name: user.profile.name.as_deref(),
+    }
 }
 
 /// What a login refused before any hashing is answered with.

@@ -69,6 +69,10 @@ pub fn build_upstream_request(
         if let Ok(scopes) = HeaderValue::from_str(&identity.scopes_header) {
             h.insert(FORWARDED_SCOPES, scopes);
         }
+        // Validated and encoded when the config was built; cloning shares the bytes.
+        for (name, value) in identity.profile_headers.iter() {
+            h.insert(name.clone(), value.clone());
+        }
     }
     // Only the credential the gateway accepted: on a public route a revoked, expired or forged
     // token (or any non-bearer credential) was ignored, so it must not reach the upstream.

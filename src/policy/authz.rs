@@ -60,6 +60,15 @@ impl ScopeSet {
         out
     }
 
+    /// Scopes in both sets.
+    pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
+        let mut out = self.clone();
+        for (a, b) in out.bits.iter_mut().zip(&other.bits) {
+            *a &= b;
+        }
+        out
+    }
+
     /// Scopes in ascending id (file) order.
     pub fn iter(&self) -> impl Iterator<Item = ScopeId> + '_ {
         self.bits.iter().enumerate().flat_map(|(w, &word)| {

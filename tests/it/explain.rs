@@ -86,7 +86,7 @@ async fn explain_predicts_the_status_the_gateway_answers_with() {
                     let headers = request.headers_mut().unwrap();
                     headers.insert("host", host.parse().unwrap());
                     if !scopes.is_empty() {
-                        let token = fixture_token("u", scopes);
+                        let token = fixture_token("root", scopes);
                         headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
                     }
                     let request = request.body(Full::new(Bytes::new())).unwrap();

@@ -20,6 +20,8 @@ scopes:
   read: Read
   write: Write
   admin: Admin
+users:
+  reader: {{ password: "{SECRET123_HASH}", scopes: [read] }}
 upstreams:
   up: {upstream}
 routes:

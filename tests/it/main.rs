@@ -23,4 +23,5 @@ mod smoke;
 mod smuggling;
 mod threats;
 mod tokens;
+mod users;
 mod websocket;

@@ -21,6 +21,8 @@ pub(super) struct InClaims {
     pub(super) scope: Option<String>,
     pub(super) scp: Option<StringOrArray>,
     pub(super) scopes: Option<Vec<String>>,
+    /// The credential version (see `auth::user`); absent from tokens minted elsewhere.
+    pub(super) cv: Option<String>,
     // Checked by jsonwebtoken; listed so a duplicated claim is a parse error here too.
     #[serde(rename = "iss")]
     _iss: Option<IgnoredAny>,

@@ -3,6 +3,7 @@
 use super::file::Spanned;
 use super::*;
 use crate::auth::password::PasswordHash;
+use crate::auth::user::{credential_version, Profile, User};
 use crate::policy::authz::Vocabulary;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -91,9 +92,21 @@ impl Builder {
                     ));
                 }
             }
+            let raw = &user.value;
+            let profile = Profile::new(
+                raw.email.clone(),
+                raw.name.clone(),
+                raw.groups.clone(),
+                raw.attributes.clone(),
+            )
+            .map_err(|e| self.at(user, format!("users.{name}: {e}")))?;
             let record = User {
                 hash,
-                scopes: user.value.scopes.clone(),
+                holds: vocabulary.expand(raw.scopes.iter().map(String::as_str)),
+                scopes: raw.scopes.clone(),
+                disabled: raw.disabled,
+                credential_version: credential_version(&raw.password),
+                profile,
             };
             if users.insert(key, record).is_some() {
                 return Err(self.at(

@@ -90,7 +90,7 @@ async fn bad_expired_foreign_revoked_or_malformed_tokens_are_401_invalid_token()
     assert_eq!(logout.status, 204, "{}", logout.text());
     let mut tampered = fixture_token("alice", "read");
     // Swap the payload for one claiming admin, keeping alice's signature.
-    let admin_payload = fixture_token("alice", "admin")
+    let admin_payload = fixture_token("root", "admin")
         .split('.')
         .nth(1)
         .unwrap()

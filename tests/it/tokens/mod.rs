@@ -78,14 +78,14 @@ fn sign_header(header: &Value) -> String {
     mint(
         Alg::Hs256,
         header,
-        &fixture_claims("alice", "admin"),
+        &fixture_claims("root", "admin"),
         SECRET.as_bytes(),
     )
 }
 
 /// Admin claims edited by `edit`, correctly signed.
 fn admin_claims_with(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> String {
-    let mut claims = fixture_claims("alice", "admin");
+    let mut claims = fixture_claims("root", "admin");
     edit(claims.as_object_mut().unwrap());
     sign(&claims)
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 /// A fixture token whose signature segment contains `-` or `_` (retries with fresh jtis).
 fn token_with_urlsafe_chars() -> String {
     for _ in 0..200 {
-        let token = fixture_token("alice", "admin");
+        let token = fixture_token("root", "admin");
         let sig = token.rsplit('.').next().unwrap();
         if sig.contains(['-', '_']) {
             return token;
@@ -118,26 +118,26 @@ async fn duplicate_json_members_are_refused_not_resolved() {
         (
             "exp twice",
             sign_raw(raw_claims(&format!(
-                r#""sub":"alice","scope":"admin","exp":{},"#,
+                r#""sub":"root","scope":"admin","exp":{},"#,
                 now() + 300
             ))),
         ),
         (
             "iss twice",
             sign_raw(raw_claims(
-                r#""sub":"alice","scope":"admin","iss":"https://evil.test","#,
+                r#""sub":"root","scope":"admin","iss":"https://evil.test","#,
             )),
         ),
         (
             "aud twice",
-            sign_raw(raw_claims(r#""sub":"alice","scope":"admin","aud":"evil","#)),
+            sign_raw(raw_claims(r#""sub":"root","scope":"admin","aud":"evil","#)),
         ),
         (
             "header kid twice",
             mint_raw(
                 Alg::Hs256,
                 r#"{"alg":"HS256","typ":"at+jwt","kid":"a","kid":"b"}"#.as_bytes(),
-                raw_claims(r#""sub":"alice","scope":"admin","#).as_bytes(),
+                raw_claims(r#""sub":"root","scope":"admin","#).as_bytes(),
                 SECRET.as_bytes(),
             ),
         ),
@@ -147,7 +147,7 @@ async fn duplicate_json_members_are_refused_not_resolved() {
     assert_all_invalid(&replies);
     fx.assert_upstream_untouched("duplicates");
     // Control: the same hand-written JSON without duplicates passes.
-    let control = sign_raw(raw_claims(r#""sub":"alice","scope":"admin","#));
+    let control = sign_raw(raw_claims(r#""sub":"root","scope":"admin","#));
     assert_eq!(fx.get("/admin/x", &control).await.status, 200);
 }
 
@@ -170,7 +170,7 @@ async fn deeply_nested_token_json_is_refused_without_crashing() {
     let fx = Fx::start().await;
     let depth = 2500;
     let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-    let deep_claims = raw_claims(&format!(r#""sub":"alice","scope":"admin","x":{nested},"#));
+    let deep_claims = raw_claims(&format!(r#""sub":"root","scope":"admin","x":{nested},"#));
     let deep_header = format!(r#"{{"alg":"HS256","typ":"at+jwt","x":{nested}}}"#);
     let deep_object = format!("{}1{}", r#"{"a":"#.repeat(800), "}".repeat(800));
     let sign_raw = |header: &str, claims: &str| {
@@ -188,7 +188,7 @@ async fn deeply_nested_token_json_is_refused_without_crashing() {
             "2500-deep array in header",
             sign_raw(
                 &deep_header,
-                &raw_claims(r#""sub":"alice","scope":"admin","#),
+                &raw_claims(r#""sub":"root","scope":"admin","#),
             ),
         ),
         (
@@ -196,7 +196,7 @@ async fn deeply_nested_token_json_is_refused_without_crashing() {
             sign_raw(
                 &std,
                 &raw_claims(&format!(
-                    r#""sub":"alice","scope":"admin","x":{deep_object},"#
+                    r#""sub":"root","scope":"admin","x":{deep_object},"#
                 )),
             ),
         ),
