@@ -123,6 +123,8 @@ fn config_text(upstream: SocketAddr, cert: &Path, key: &Path) -> String {
 tls: {{ cert: {cert}, key: {key} }}
 tokens: {{ issuer: bench, audience: apps, secret: "{SECRET}" }}
 scopes: {{ read: Read, write: {{ description: Write, implies: [read] }} }}
+# Tokens must name a current user.
+users: {{ alice: {{ password: "$argon2id$v=19$m=19456,t=2,p=1$w87WW2eFT7vy9UDFIxPMUA$WRM+jGFRlegpsoIlTVNrQc+1XHa3/a1NZzkq1GFfarI", scopes: [read] }} }}
 upstreams: {{ app: "http://{upstream}" }}
 routes:
 {routes}  - {{ id: items, path: /api/items/**, methods: [GET], upstream: app, scopes: [read] }}

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::header::{HeaderMap, HeaderValue};
+use portcullis::auth::bearer::identify;
 use portcullis::config::Config;
 use portcullis::forward::headers;
 use portcullis::pipeline::authenticate::authenticate;
@@ -17,6 +18,7 @@ const CONFIG: &str = r#"
 listen: 127.0.0.1:0
 tokens: { issuer: bench, secret: "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz" }
 scopes: { read: Read, write: { description: Write, implies: [read] } }
+users: { alice: { password: "$argon2id$v=19$m=19456,t=2,p=1$w87WW2eFT7vy9UDFIxPMUA$WRM+jGFRlegpsoIlTVNrQc+1XHa3/a1NZzkq1GFfarI", scopes: [write] } }
 upstreams: { app: "echo:" }
 routes:
   - { path: /items/**, upstream: app, scopes: [read] }
@@ -54,6 +56,18 @@ fn tokens(c: &mut Criterion) {
     let mut group = c.benchmark_group("token");
     group.bench_function("verify_cold", |b| {
         b.iter(|| snapshot.keys.verify(black_box(&token), now))
+    });
+    // A cache miss: verification, the user-store check and the scope intersection.
+    group.bench_function("identify_cold", |b| {
+        b.iter(|| {
+            identify(
+                &snapshot.keys,
+                &snapshot.config.vocabulary,
+                &snapshot.config.users,
+                black_box(&token),
+                now,
+            )
+        })
     });
     authenticate(&shared, &snapshot, &headers, now).expect("valid");
     group.bench_function("authenticate_cached", |b| {

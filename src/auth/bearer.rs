@@ -43,10 +43,11 @@ pub fn identify(
         Some(jti) => jti.clone(),
         None => token_digest(token),
     };
-    // Never more than the user holds now: narrowing a user's scopes narrows live tokens.
-    let granted = vocabulary
-        .expand(verified.scopes.iter().map(String::as_str))
-        .intersection(&user.holds);
+    let mut granted = vocabulary.expand(verified.scopes.iter().map(String::as_str));
+    if let Some(user) = user {
+        // Never more than the user holds now: narrowing a user's scopes narrows live tokens.
+        granted = granted.intersection(&user.holds);
+    }
     let scopes_header = granted
         .iter()
         .map(|id| vocabulary.name(id))
@@ -57,23 +58,30 @@ pub fn identify(
         granted,
         scopes_header,
         revocation_key,
-        profile_headers: user.profile.headers.clone(),
+        profile_headers: user.map_or_else(|| Arc::from([]), |u| u.profile.headers.clone()),
     }))
 }
 
-/// The user a token speaks for, as the store has it now: it must exist, not be disabled,
-/// and (when the token says) have the credential version the token was issued under.
+/// The user a token speaks for, as the store has it now.
+///
+/// Every token this gateway issues carries the user's credential version (`cv`): such a token
+/// must name a current, enabled user whose version it matches. A token without one was minted
+/// by another holder of the signing key (a service sharing the secret): if it names a user of
+/// the store, that user's current state (disabled, scopes) still applies; if not, it speaks
+/// for an identity outside the store and stands on its signature alone (`Ok(None)`).
 fn current_user<'u>(
     users: &'u HashMap<String, User>,
     token: &VerifiedToken,
-) -> Result<&'u User, TokenError> {
-    let user = users.get(&token.subject).ok_or(TokenError::UnknownUser)?;
+) -> Result<Option<&'u User>, TokenError> {
+    let user = match (users.get(&token.subject), &token.credential_version) {
+        (None, Some(_)) => return Err(TokenError::UnknownUser),
+        (None, None) => return Ok(None),
+        (Some(user), _) => user,
+    };
     if user.disabled {
         return Err(TokenError::UserDisabled);
     }
-    // Tokens minted outside the gateway (by holders of the shared secret) carry no `cv`;
-    // they cannot be tied to a password and are held to the other checks only.
-    // (Not a secret: the token holder reads it in the token; a plain comparison is fine.)
+    // Not a secret (the token holder reads it in the token): a plain comparison is fine.
     if token
         .credential_version
         .as_ref()
@@ -81,7 +89,7 @@ fn current_user<'u>(
     {
         return Err(TokenError::CredentialsChanged);
     }
-    Ok(user)
+    Ok(Some(user))
 }
 
 /// A revocation key for tokens without `jti` (e.g. minted by other apps sharing the secret).

@@ -81,10 +81,42 @@ async fn a_removed_user_is_refused_at_once_on_h1_and_h2_connections_opened_befor
         forwarded,
         "a removed user's request reached the upstream"
     );
-    // A token minted with the shared secret for a name the store does not hold is no better.
-    let minted = fixture_token("mallory", "read");
+    // Any token carrying a credential version (every token the gateway issues) must name a
+    // current user, whoever signed it.
+    let mut claims = fixture_claims("mallory", "read");
+    claims["cv"] = "AAAAAAAAAAAAAAAA".into();
+    let header = serde_json::json!({"alg": "HS256", "typ": "at+jwt"});
+    let minted = mint(Alg::Hs256, &header, &claims, SECRET.as_bytes());
     let reply = gw.h1().get_with_token("/api/items", &minted).await;
     assert_eq!(invalid_token(&reply), "user no longer exists");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_minted_elsewhere_without_a_credential_version_still_meet_the_users_state() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&with_alice(&up, &alice_as_is())).await;
+    let client = gw.h1();
+    // A service holding the shared secret mints for an identity outside the store: accepted on
+    // its signature, as before (deployments share the secret with token-minting services).
+    let service = fixture_token("billing-service", "read");
+    assert_eq!(
+        client.get_with_token("/api/items", &service).await.status,
+        StatusCode::OK
+    );
+    // Minted for a user of the store: that user's current state applies.
+    let for_alice = fixture_token("alice", "read write");
+    let post = client
+        .request("POST", "/api/items")
+        .header("authorization", format!("Bearer {for_alice}"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("request");
+    assert_eq!(client.send(post).await.status, StatusCode::FORBIDDEN);
+    apply(
+        &gw,
+        &with_alice(&up, &format!("{}, disabled: true", alice_as_is())),
+    );
+    let reply = client.get_with_token("/api/items", &for_alice).await;
+    assert_eq!(invalid_token(&reply), "user disabled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
