@@ -97,6 +97,11 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
     if old.login.lockout != new.login.lockout {
         tracing::warn!("login.lockout changed: takes effect after a restart");
     }
+    if old.log_format != new.log_format {
+        // The log writer is set up once, before the first line; lines already queued in the
+        // old format would otherwise mix with new ones.
+        tracing::warn!("log.format changed: takes effect after a restart");
+    }
 }
 
 /// Start watching the config (and its users file) and listening for SIGHUP. The returned

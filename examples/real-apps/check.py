@@ -91,7 +91,8 @@ def gateway_yaml(gw, admin, ports):
         "  delete:items: Remove items",
         '  admin: { description: Full access, implies: ["*"] }',
         "users:",
-        f'  alex: {{ password: "{ALEX_HASH}", scopes: [read:items, write:items] }}',
+        f'  alex: {{ password: "{ALEX_HASH}", scopes: [read:items, write:items], '
+        f'email: alex@example.com, name: "{ALEX_NAME}", groups: [eng, on-call] }}',
         f'  admin: {{ password: "{ADMIN_HASH}", scopes: [admin] }}',
         "upstreams:",
     ]
@@ -321,7 +322,10 @@ def item4(ctx):
                     f"{st}{' ' + err if err else ''} Location {loc}", loc == want)
 
 
-SPOOF = ["X-Forwarded-User: mallory", "x-forwarded-scopes: admin", "X-Forwarded-For: 6.6.6.6",
+ALEX_NAME = "Alex Žák"
+ALEX_NAME_HEADER = "UTF-8''Alex%20%C5%BD%C3%A1k"  # RFC 8187, as the gateway encodes it
+SPOOF = ["X-Forwarded-User: mallory", "X-Forwarded-Email: mallory@evil.example",
+         "X-Forwarded-Name: mallory", "X-Forwarded-Groups: mallory-admins", "x-forwarded-scopes: admin", "X-Forwarded-For: 6.6.6.6",
          "X-Forwarded-Proto: http", "X-Forwarded-Host: evil.example", "Forwarded: for=6.6.6.6",
          "X-Real-IP: 6.6.6.6"]
 
@@ -344,17 +348,24 @@ def item5(ctx):
                 j = jbody(body) or {}
                 got = {n: hget(hs, n) for n in ("X-Forwarded-User", "X-Forwarded-Scopes",
                                                  "X-Forwarded-For", "X-Forwarded-Proto",
-                                                 "X-Forwarded-Host", "Forwarded", "X-Real-Ip")}
+                                                 "X-Forwarded-Host", "Forwarded", "X-Real-Ip",
+                                                 "X-Forwarded-Email", "X-Forwarded-Name",
+                                                 "X-Forwarded-Groups")}
                 leaked = [f"{k}: {v}" for k, v in hs if "mallory" in str(v) or "6.6.6.6" in str(v)
                           or "evil.example" in str(v)]
                 ok = (st == 200 and got["X-Forwarded-User"] == ([user] if user else [])
                       and got["X-Forwarded-Scopes"] == ([scopes] if scopes else [])
+                      and got["X-Forwarded-Email"] == (["alex@example.com"] if user else [])
+                      and got["X-Forwarded-Name"] == ([ALEX_NAME_HEADER] if user else [])
+                      and got["X-Forwarded-Groups"] == (["eng,on-call"] if user else [])
                       and got["X-Forwarded-For"] == ["127.0.0.1"]
                       and got["X-Forwarded-Proto"] == ["https"]
                       and got["X-Forwarded-Host"] == [f"{app}.localhost:{ctx.gw}"]
                       and not got["Forwarded"] and not got["X-Real-Ip"] and not leaked)
                 obs = (f"{st}{' ' + err if err else ''}; user {got['X-Forwarded-User']}, "
-                       f"scopes {got['X-Forwarded-Scopes']}, XFF {got['X-Forwarded-For']}, "
+                       f"scopes {got['X-Forwarded-Scopes']}, email {got['X-Forwarded-Email']}, "
+                       f"name {got['X-Forwarded-Name']}, groups {got['X-Forwarded-Groups']}, "
+                       f"XFF {got['X-Forwarded-For']}, "
                        f"proto {got['X-Forwarded-Proto']}, XFH {got['X-Forwarded-Host']}"
                        + (f"; LEAKED {leaked}" if leaked else "; no spoofed value"))
                 row(5, app, f"{proto} {label} + spoofed headers", "gateway's values only", obs, ok)

@@ -39,6 +39,7 @@ impl AccessRecord<'_> {
     pub fn emit(&self, metrics: &Metrics) {
         metrics.request(
             self.route,
+            crate::ops::request_stats::method_label(self.method),
             self.decision,
             self.status.as_u16(),
             self.total,

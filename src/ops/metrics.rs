@@ -96,13 +96,14 @@ impl Metrics {
     pub fn request(
         &self,
         route: &str,
+        method: &'static str,
         decision: &'static str,
         status: u16,
         total: Duration,
         upstream: Option<Duration>,
     ) {
         self.requests
-            .record(route, decision, status, total, upstream);
+            .record(route, method, decision, status, total, upstream);
     }
 
     /// Record a login attempt's outcome (`success`, `invalid_grant`, `locked`, `busy`, ...).

@@ -30,8 +30,25 @@ const BOUNDS: [f64; 16] = {
     bounds
 };
 
-/// Request counts summed over the shards, by (route, decision, status).
-type Counts = BTreeMap<(String, &'static str, u16), u64>;
+/// Request counts summed over the shards, by (route, method, decision, status).
+type Counts = BTreeMap<(String, &'static str, &'static str, u16), u64>;
+
+/// The `method` label: the methods rules can name, and `other` for everything else, so a
+/// client inventing methods cannot grow the label set (and a method-based probe still shows).
+pub fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
 
 /// Per-request counters and histograms, sharded by thread.
 #[derive(Debug)]
@@ -54,6 +71,7 @@ struct ShardData {
 
 #[derive(Debug, Clone, Copy)]
 struct Outcome {
+    method: &'static str,
     decision: &'static str,
     status: u16,
     count: u64,
@@ -105,6 +123,7 @@ impl RequestStats {
     pub fn record(
         &self,
         route: &str,
+        method: &'static str,
         decision: &'static str,
         status: u16,
         total: Duration,
@@ -117,10 +136,11 @@ impl RequestStats {
         };
         match outcomes
             .iter_mut()
-            .find(|o| o.status == status && o.decision == decision)
+            .find(|o| o.status == status && o.decision == decision && o.method == method)
         {
             Some(outcome) => outcome.count += 1,
             None => outcomes.push(Outcome {
+                method,
                 decision,
                 status,
                 count: 1,
@@ -141,7 +161,7 @@ impl RequestStats {
             for (route, outcomes) in &shard.routes {
                 for o in outcomes {
                     *counts
-                        .entry((route.clone(), o.decision, o.status))
+                        .entry((route.clone(), o.method, o.decision, o.status))
                         .or_insert(0) += o.count;
                 }
             }
@@ -174,14 +194,15 @@ impl Collector for RequestStats {
         let (counts, request, upstream) = self.totals();
         let mut requests = encoder.encode_descriptor(
             "requests",
-            "Requests by route, decision and status",
+            "Requests by route, method, decision and status",
             None,
             MetricType::Counter,
         )?;
-        for ((route, decision, status), count) in &counts {
+        for ((route, method, decision, status), count) in &counts {
             let status = status.to_string();
             let labels = [
                 ("route", route.as_str()),
+                ("method", *method),
                 ("decision", *decision),
                 ("status", status.as_str()),
             ];
@@ -237,21 +258,21 @@ mod tests {
             for _ in 0..4 {
                 scope.spawn(|| {
                     for _ in 0..100 {
-                        stats.record("items", "allow", 200, ms(3), Some(ms(2)));
+                        stats.record("items", "GET", "allow", 200, ms(3), Some(ms(2)));
                     }
-                    stats.record("items", "forbidden", 403, ms(1), None);
+                    stats.record("items", "other", "forbidden", 403, ms(1), None);
                 });
             }
         });
         let text = render(&stats);
         assert!(
             text.contains(
-                r#"portcullis_requests_total{route="items",decision="allow",status="200"} 400"#
+                r#"portcullis_requests_total{route="items",method="GET",decision="allow",status="200"} 400"#
             ),
             "{text}"
         );
         assert!(text.contains(
-            r#"portcullis_requests_total{route="items",decision="forbidden",status="403"} 4"#
+            r#"portcullis_requests_total{route="items",method="other",decision="forbidden",status="403"} 4"#
         ));
         assert!(text.contains("portcullis_request_duration_seconds_count 404"));
         assert!(text.contains("portcullis_upstream_duration_seconds_count 400"));
@@ -259,6 +280,16 @@ mod tests {
         assert!(text.contains(r#"portcullis_request_duration_seconds_bucket{le="0.002"} 4"#));
         assert!(text.contains(r#"portcullis_request_duration_seconds_bucket{le="0.004"} 404"#));
         assert!(text.contains(r#"portcullis_request_duration_seconds_bucket{le="+Inf"} 404"#));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_label() {
+        for (method, label) in [("GET", "GET"), ("DELETE", "DELETE"), ("PROPFIND", "other")] {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap_or_default();
+            assert_eq!(method_label(&method), label);
+        }
+        let lowercase = http::Method::from_bytes(b"get").unwrap_or_default();
+        assert_eq!(method_label(&lowercase), "other");
     }
 
     #[test]

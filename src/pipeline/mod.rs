@@ -98,7 +98,10 @@ async fn pipeline<'s>(
         Destination::Route { route, .. } => route,
     };
     ctx.route = &route.id;
-    ctx.identity = admit(shared, snapshot, route, request.headers())?;
+    ctx.identity = authenticate_for(shared, snapshot, route, request.headers())?;
+    // Set before deciding, so a refused caller is named in the log too.
+    let granted = ctx.identity.as_ref().map(|identity| &identity.granted);
+    let _: Permit = decision::decide(route, granted, &snapshot.config.vocabulary)?;
     ctx.decision = Decision::Allow;
     let upstream = route
         .upstream
@@ -157,23 +160,20 @@ fn options_star() -> Response<ResponseBody> {
     response
 }
 
-/// Authenticate as the route requires, then take the policy's decision. `Ok(None)` =
-/// anonymous but allowed.
-fn admit(
+/// Authenticate as the route requires. `Ok(None)` = no (valid) token, which the decision may
+/// still allow.
+fn authenticate_for(
     shared: &Shared,
     snapshot: &Snapshot,
     route: &Route,
     headers: &http::HeaderMap,
 ) -> Result<Option<Arc<Identity>>, Failure> {
-    let identity = match &route.access {
-        Access::Deny => None,
+    match &route.access {
+        Access::Deny => Ok(None),
         // A valid token on a public route still identifies the caller; an invalid one is ignored.
-        Access::Public => authenticate(shared, snapshot, headers, unix_now())
+        Access::Public => Ok(authenticate(shared, snapshot, headers, unix_now())
             .ok()
-            .flatten(),
-        Access::Scopes(_) => authenticate(shared, snapshot, headers, unix_now())?,
-    };
-    let granted = identity.as_ref().map(|identity| &identity.granted);
-    let _: Permit = decision::decide(route, granted, &snapshot.config.vocabulary)?;
-    Ok(identity)
+            .flatten()),
+        Access::Scopes(_) => authenticate(shared, snapshot, headers, unix_now()),
+    }
 }

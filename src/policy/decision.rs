@@ -134,6 +134,81 @@ pub fn decide(
     }
 }
 
+/// The rules a request is decided by: one config generation's routes, login path and scopes.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'c> {
+    pub routes: &'c RouteTable,
+    pub login_path: &'c str,
+    pub vocabulary: &'c Vocabulary,
+}
+
+/// A request as an operator describes it (to `explain` or a rule test): no bytes, no token.
+#[derive(Debug, Clone, Copy)]
+pub struct Described<'a> {
+    pub method: &'a Method,
+    /// The Host value; `None` matches only rules without `host:` (an HTTP/1.0 request).
+    pub host: Option<&'a str>,
+    /// The request target (a query is ignored).
+    pub target: &'a str,
+    /// The caller's scopes, expanded through `implies`; `None` for an anonymous caller.
+    pub granted: Option<&'a ScopeSet>,
+}
+
+/// Where a described request goes and what is answered, step by step.
+#[derive(Debug)]
+pub struct Verdict<'c> {
+    /// The canonical path, when the target was acceptable.
+    pub path: Option<String>,
+    pub destination: Option<Destination<'c>>,
+    /// `Ok` when the request is served: forwarded with a [`Permit`], or answered by one of the
+    /// gateway's endpoints (`None`).
+    pub outcome: Result<Option<Permit>, Failure>,
+}
+
+/// Decide a described request with the same functions the server runs, in its order. Only
+/// authentication is the caller's: `granted` says what a valid token would grant.
+pub fn evaluate<'c>(rules: Rules<'c>, request: Described<'_>) -> Verdict<'c> {
+    let mut verdict = Verdict {
+        path: None,
+        destination: None,
+        outcome: Ok(None),
+    };
+    let host = match request.host.map(routing_host).transpose() {
+        Ok(host) => host.unwrap_or_default(),
+        Err(failure) => {
+            verdict.outcome = Err(failure);
+            return verdict;
+        }
+    };
+    let target = request.target.split('?').next().unwrap_or(request.target);
+    let routed = match route(
+        rules.routes,
+        rules.login_path,
+        request.method,
+        &host,
+        target,
+    ) {
+        Ok(routed) => routed,
+        Err(failure) => {
+            verdict.outcome = Err(failure);
+            return verdict;
+        }
+    };
+    verdict.path = Some(routed.path);
+    verdict.outcome = match &routed.destination {
+        Destination::OptionsStar => Ok(None),
+        Destination::Login | Destination::Logout => {
+            check_endpoint_method(request.method).map(|()| None)
+        }
+        Destination::NoRoute => Err(Failure::NotFound),
+        Destination::Route { route, .. } => {
+            decide(route, request.granted, rules.vocabulary).map(Some)
+        }
+    };
+    verdict.destination = Some(routed.destination);
+    verdict
+}
+
 /// Validate a Host value (RFC 9110 §7.2: uri-host [":" port]) and reduce it to what route
 /// `host:` rules compare against: lowercase, without port or trailing dot.
 pub fn routing_host(host: &str) -> Result<Cow<'_, str>, Failure> {

@@ -19,6 +19,7 @@ mod paths;
 mod proxy;
 mod reload;
 mod routing;
+mod rule_tests;
 mod smoke;
 mod smuggling;
 mod threats;

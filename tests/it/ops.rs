@@ -303,6 +303,7 @@ async fn metrics_parse_as_prometheus_text_and_requests_total_increases_after_a_p
                     .iter()
                     .any(|(s, v)| s.starts_with("portcullis_requests_total{")
                         && s.contains("route=\"public\"")
+                        && s.contains("method=\"GET\"")
                         && s.contains("200")
                         && *v >= 1.0),
                 "no per-route sample for the public route: {after:?}"
@@ -345,6 +346,19 @@ async fn the_access_log_records_the_request_and_never_the_password_token_or_cook
         .header("x-request-id")
         .expect("x-request-id returned")
         .to_owned();
+    // Refused for a missing scope: the log still names who was refused.
+    let refused = client
+        .call(
+            "DELETE",
+            "/api/items/1",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("x-request-id", "ops-test-refused-0002"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
     // A failed login too: its (wrong) password must not be logged either.
     assert_eq!(
         client.login("alice", "WrongPassw0rdXYZ").await.status,
@@ -365,6 +379,14 @@ async fn the_access_log_records_the_request_and_never_the_password_token_or_cook
         "the normalised path is missing: {access}"
     );
     assert!(access.contains("alice"), "the user is missing: {access}");
+    let refused_line = log
+        .lines()
+        .find(|l| l.contains("ops-test-refused-0002"))
+        .unwrap_or_else(|| panic!("no access-log line for the refused request:\n{log}"));
+    assert!(
+        refused_line.contains("403") && refused_line.contains("alice"),
+        "a refused caller must be named: {refused_line}"
+    );
     for secret in [
         password,
         "WrongPassw0rdXYZ",

@@ -1,4 +1,8 @@
-//! Command line: `run` (default), `check`, `explain`, `hash-password`.
+//! Command line: `run` (default), `check`, `explain`, `test`, `hash-password`.
+
+mod check;
+mod explain;
+mod rule_test;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -6,18 +10,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::auth::bearer::identify;
-use crate::config::{lint, Config, LogFormat};
-use crate::error::Failure;
+use crate::config::{Config, LogFormat};
 use crate::ops::log_sink::{self, LogSink, LogSinkGuard};
-use crate::policy::authz::ScopeSet;
-use crate::policy::decision::{Destination, Permit};
 use crate::reload;
 use crate::state::{Shared, Snapshot};
 
 /// Portcullis: a TLS reverse-proxy authentication gateway.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about)]
+#[command(name = "portcullis", version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -41,6 +41,22 @@ enum Command {
         /// Treat warnings as errors.
         #[arg(long)]
         strict: bool,
+        /// Also warn about routes that no case of these rule-test files reaches.
+        #[arg(long, num_args = 1..)]
+        tests: Vec<PathBuf>,
+        /// `text` for people, `json` for CI annotations.
+        #[arg(long, value_enum, default_value = "text")]
+        format: check::CheckFormat,
+    },
+    /// Run rule-test files: each case's request must get its expected decision. Exit 1 if
+    /// any does not.
+    Test {
+        /// Rule-test files (YAML: `cases:` of request, who, expect).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// `text` prints one line per failing case; `junit` prints a JUnit XML report.
+        #[arg(long, value_enum, default_value = "text")]
+        format: TestFormat,
     },
     /// Show which rule matches METHOD PATH (as normalised) and the decision.
     Explain {
@@ -61,11 +77,32 @@ enum Command {
     HashPassword,
 }
 
+/// `--version`: the crate version and what it was built with. The crate defines no cargo
+/// features yet; when it does, list the enabled ones here (`cfg!(feature = …)`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (cargo features: none; TLS: rustls with ring)"
+);
+
+/// How `portcullis test` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TestFormat {
+    Text,
+    Junit,
+}
+
 /// Run the parsed command; the exit code is the process's.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
-        Command::Check { strict } => check(&cli.config, strict),
+        Command::Check {
+            strict,
+            tests,
+            format,
+        } => check::check(&cli.config, strict, &tests, format),
+        Command::Test { files, format } => {
+            rule_test::test(&cli.config, &files, format == TestFormat::Junit)
+        }
         Command::Explain {
             method,
             path,
@@ -73,18 +110,18 @@ pub fn main(cli: Cli) -> ExitCode {
             token,
             host,
         } => {
-            let request = ExplainRequest {
+            let request = explain::ExplainRequest {
                 method: &method,
                 target: &path,
                 host: host.as_deref(),
             };
-            explain(&cli.config, &request, scopes, token)
+            explain::explain(&cli.config, &request, scopes, token)
         }
         Command::HashPassword => hash_password(),
     }
 }
 
-fn load_or_report(path: &Path) -> Option<Config> {
+pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
     match Config::load(path) {
         Ok(config) => Some(config),
         Err(err) => {
@@ -197,160 +234,6 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn check(path: &Path, strict: bool) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
-        return ExitCode::FAILURE;
-    };
-    let report = lint::report(&config);
-    print!("{}", report.text);
-    if report.warnings.is_empty() {
-        println!("{}: OK", path.display());
-        ExitCode::SUCCESS
-    } else if strict {
-        println!(
-            "{}: {} warning(s), failing because of --strict",
-            path.display(),
-            report.warnings.len()
-        );
-        ExitCode::FAILURE
-    } else {
-        println!(
-            "{}: OK with {} warning(s)",
-            path.display(),
-            report.warnings.len()
-        );
-        ExitCode::SUCCESS
-    }
-}
-
-/// What `explain` is asked about.
-struct ExplainRequest<'a> {
-    method: &'a str,
-    target: &'a str,
-    host: Option<&'a str>,
-}
-
-/// Print the decision the gateway would take, computed by the same functions the server
-/// calls ([`crate::policy::decision`]), with the status it would answer.
-fn explain(
-    path: &Path,
-    request: &ExplainRequest<'_>,
-    scopes: Option<Vec<String>>,
-    token: Option<String>,
-) -> ExitCode {
-    let Some(config) = load_or_report(path) else {
-        return ExitCode::FAILURE;
-    };
-    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
-        eprintln!("error: `{}` is not an HTTP method token", request.method);
-        return ExitCode::FAILURE;
-    };
-    let target_path = request.target.split('?').next().unwrap_or(request.target);
-    let host = match request
-        .host
-        .map(crate::policy::decision::routing_host)
-        .transpose()
-    {
-        Ok(host) => host.unwrap_or_default(),
-        Err(failure) => return print_refusal(&failure),
-    };
-    let routed = match crate::policy::decision::route(
-        &config.routes,
-        &config.login.path,
-        &method,
-        &host,
-        target_path,
-    ) {
-        Ok(routed) => routed,
-        Err(failure) => {
-            println!("path:     {target_path}");
-            return print_refusal(&failure);
-        }
-    };
-    println!("path:     {}", routed.path);
-    let endpoint = match routed.destination {
-        Destination::OptionsStar => {
-            println!("decision: 204 No Content (OPTIONS * is answered by the gateway)");
-            return ExitCode::SUCCESS;
-        }
-        Destination::Login => "login",
-        Destination::Logout => "logout",
-        Destination::NoRoute => {
-            println!("route:    none");
-            return print_refusal(&Failure::NotFound);
-        }
-        Destination::Route { index, route } => {
-            println!("route:    #{} {} ({})", index + 1, route.id, route.pattern);
-            let granted = granted_scopes(&config, scopes, token);
-            let decision =
-                crate::policy::decision::decide(route, granted.as_ref(), &config.vocabulary);
-            return match decision {
-                Ok(permit) => {
-                    let upstream = route.upstream.as_deref().unwrap_or("?");
-                    let why = match permit {
-                        Permit::Public => "public route",
-                        Permit::ScopesSatisfied => "scopes satisfied",
-                    };
-                    println!("decision: forwarded to `{upstream}` ({why})");
-                    ExitCode::SUCCESS
-                }
-                Err(failure) => print_refusal(&failure),
-            };
-        }
-    };
-    println!("endpoint: {endpoint} (served by the gateway)");
-    match crate::policy::decision::check_endpoint_method(&method) {
-        Ok(()) => println!("decision: answered by the {endpoint} endpoint"),
-        Err(failure) => {
-            print_refusal(&failure);
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-/// The caller's scopes, expanded through `implies`: given with `--scopes`, or from a token
-/// checked as the server checks it (signature, claims, the user store; revocations live
-/// only in the running server and are not known here).
-fn granted_scopes(
-    config: &Config,
-    scopes: Option<Vec<String>>,
-    token: Option<String>,
-) -> Option<ScopeSet> {
-    match (scopes, token) {
-        (Some(list), _) => Some(config.vocabulary.expand(list.iter().map(String::as_str))),
-        (None, Some(token)) => {
-            let keys = crate::auth::jwt::TokenKeys::new(config.tokens.clone());
-            let now = crate::clock::unix_now();
-            match identify(&keys, &config.vocabulary, &config.users, &token, now) {
-                Ok(identity) => {
-                    println!(
-                        "token:    valid, sub={}, scope={}",
-                        identity.token.subject, identity.scopes_header
-                    );
-                    Some(identity.granted.clone())
-                }
-                Err(err) => {
-                    println!("token:    invalid ({err})");
-                    None
-                }
-            }
-        }
-        (None, None) => None,
-    }
-}
-
-/// A refusal as the gateway answers it: status, reason phrase and the body's description.
-fn print_refusal(failure: &Failure) -> ExitCode {
-    let status = failure.status();
-    println!(
-        "decision: {} {} ({})",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        failure.description()
-    );
-    ExitCode::SUCCESS
 }
 
 fn hash_password() -> ExitCode {

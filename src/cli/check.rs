@@ -1,0 +1,140 @@
+//! `portcullis check`: validate the config, print what it does and its warnings; with
+//! `--tests`, also warn about routes no rule test reaches; with `--format json`, print one
+//! JSON object for CI annotations instead.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::rule_test;
+use crate::config::{lint, Config, ConfigError};
+
+/// How `check` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+}
+
+/// One warning: a stable code for tooling, and the message.
+struct Warning {
+    code: &'static str,
+    message: String,
+}
+
+pub fn check(path: &Path, strict: bool, tests: &[PathBuf], format: CheckFormat) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            match format {
+                CheckFormat::Text => eprintln!("error: {err}"),
+                CheckFormat::Json => print_json(path, Some(&err), &[], false),
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = lint::report(&config);
+    let mut warnings: Vec<Warning> = report
+        .warnings
+        .into_iter()
+        .map(|message| Warning {
+            code: "lint",
+            message,
+        })
+        .collect();
+    // The report's text already lists these; only later warnings are printed separately.
+    let listed = warnings.len();
+    if !tests.is_empty() {
+        match coverage(&config, tests) {
+            Ok(unreached) => warnings.extend(unreached),
+            Err(message) => {
+                let err = ConfigError {
+                    file: path.to_owned(),
+                    position: None,
+                    message,
+                };
+                match format {
+                    CheckFormat::Text => eprintln!("error: {err}"),
+                    CheckFormat::Json => print_json(path, Some(&err), &warnings, false),
+                }
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let failing = strict && !warnings.is_empty();
+    match format {
+        CheckFormat::Json => print_json(path, None, &warnings, failing),
+        CheckFormat::Text => {
+            print!("{}", report.text);
+            for warning in &warnings[listed..] {
+                println!("warning: {}", warning.message);
+            }
+            let file = path.display();
+            match (warnings.len(), failing) {
+                (0, _) => println!("{file}: OK"),
+                (n, true) => println!("{file}: {n} warning(s), failing because of --strict"),
+                (n, false) => println!("{file}: OK with {n} warning(s)"),
+            }
+        }
+    }
+    if failing {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Routes that none of the rule tests in `tests` reach, as warnings.
+fn coverage(config: &Config, tests: &[PathBuf]) -> Result<Vec<Warning>, String> {
+    let outcomes = rule_test::run_files(config, tests)?;
+    let routes = config.routes.routes();
+    Ok(rule_test::unreached_routes(config, &outcomes)
+        .into_iter()
+        .map(|index| Warning {
+            code: "route-untested",
+            message: format!(
+                "route #{} `{}` ({}) is reached by no rule test",
+                index + 1,
+                routes[index].id,
+                routes[index].pattern
+            ),
+        })
+        .collect())
+}
+
+/// `{"file", "valid", "errors": [...], "warnings": [...]}` with `file`, `line`, `column`,
+/// `code` and `message` on each entry (`line`/`column` null where unknown).
+fn print_json(path: &Path, error: Option<&ConfigError>, warnings: &[Warning], failing: bool) {
+    let errors: Vec<_> = error
+        .map(|err| {
+            json!({
+                "file": err.file.display().to_string(),
+                "line": err.position.map(|(line, _)| line),
+                "column": err.position.map(|(_, column)| column),
+                "code": "invalid-config",
+                "message": err.message,
+            })
+        })
+        .into_iter()
+        .collect();
+    let warnings: Vec<_> = warnings
+        .iter()
+        .map(|w| {
+            json!({
+                "file": path.display().to_string(),
+                "line": null,
+                "column": null,
+                "code": w.code,
+                "message": w.message,
+            })
+        })
+        .collect();
+    let report = json!({
+        "file": path.display().to_string(),
+        "valid": error.is_none() && !failing,
+        "errors": errors,
+        "warnings": warnings,
+    });
+    println!("{report}");
+}

@@ -1,0 +1,127 @@
+//! `portcullis explain METHOD PATH`: the decision the gateway would take, computed by the
+//! same functions the server calls ([`crate::policy::decision::evaluate`]), with the status
+//! it would answer.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::auth::bearer::identify;
+use crate::config::Config;
+use crate::error::Failure;
+use crate::policy::authz::ScopeSet;
+use crate::policy::decision::{self, Described, Destination, Permit, Rules};
+
+/// What `explain` is asked about.
+pub struct ExplainRequest<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    pub host: Option<&'a str>,
+}
+
+/// The rules of `config`, as the decision functions take them.
+pub fn rules(config: &Config) -> Rules<'_> {
+    Rules {
+        routes: &config.routes,
+        login_path: &config.login.path,
+        vocabulary: &config.vocabulary,
+    }
+}
+
+pub fn explain(
+    path: &Path,
+    request: &ExplainRequest<'_>,
+    scopes: Option<Vec<String>>,
+    token: Option<String>,
+) -> ExitCode {
+    let Some(config) = super::load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else {
+        eprintln!("error: `{}` is not an HTTP method token", request.method);
+        return ExitCode::FAILURE;
+    };
+    let granted = granted_scopes(&config, scopes, token);
+    let verdict = decision::evaluate(
+        rules(&config),
+        Described {
+            method: &method,
+            host: request.host,
+            target: request.target,
+            granted: granted.as_ref(),
+        },
+    );
+    let target_path = request.target.split('?').next().unwrap_or(request.target);
+    println!(
+        "path:     {}",
+        verdict.path.as_deref().unwrap_or(target_path)
+    );
+    match &verdict.destination {
+        None => {}
+        Some(Destination::OptionsStar) => {
+            println!("decision: 204 No Content (OPTIONS * is answered by the gateway)");
+            return ExitCode::SUCCESS;
+        }
+        Some(Destination::Login) => println!("endpoint: login (served by the gateway)"),
+        Some(Destination::Logout) => println!("endpoint: logout (served by the gateway)"),
+        Some(Destination::NoRoute) => println!("route:    none"),
+        Some(Destination::Route { index, route }) => {
+            println!("route:    #{} {} ({})", index + 1, route.id, route.pattern);
+        }
+    }
+    match (&verdict.outcome, &verdict.destination) {
+        (Err(failure), _) => print_refusal(failure),
+        (Ok(Some(permit)), Some(Destination::Route { route, .. })) => {
+            let upstream = route.upstream.as_deref().unwrap_or("?");
+            let why = match permit {
+                Permit::Public => "public route",
+                Permit::ScopesSatisfied => "scopes satisfied",
+            };
+            println!("decision: forwarded to `{upstream}` ({why})");
+        }
+        (Ok(_), Some(Destination::Login)) => println!("decision: answered by the login endpoint"),
+        (Ok(_), _) => println!("decision: answered by the logout endpoint"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The caller's scopes, expanded through `implies`: given with `--scopes`, or from a token
+/// checked as the server checks it (signature, claims, the user store; revocations live
+/// only in the running server and are not known here).
+fn granted_scopes(
+    config: &Config,
+    scopes: Option<Vec<String>>,
+    token: Option<String>,
+) -> Option<ScopeSet> {
+    match (scopes, token) {
+        (Some(list), _) => Some(config.vocabulary.expand(list.iter().map(String::as_str))),
+        (None, Some(token)) => {
+            let keys = crate::auth::jwt::TokenKeys::new(config.tokens.clone());
+            let now = crate::clock::unix_now();
+            match identify(&keys, &config.vocabulary, &config.users, &token, now) {
+                Ok(identity) => {
+                    println!(
+                        "token:    valid, sub={}, scope={}",
+                        identity.token.subject, identity.scopes_header
+                    );
+                    Some(identity.granted.clone())
+                }
+                Err(err) => {
+                    println!("token:    invalid ({err})");
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+}
+
+/// A refusal as the gateway answers it: status, reason phrase and the body's description.
+fn print_refusal(failure: &Failure) {
+    let status = failure.status();
+    println!(
+        "decision: {} {} ({})",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        failure.description()
+    );
+}
