@@ -45,6 +45,22 @@ impl Default for Metrics {
     }
 }
 
+/// Outcomes of a reload (`Metrics::reload`).
+const RELOAD_OUTCOMES: &[&str] = &["applied", "unchanged", "rejected"];
+/// Outcomes of a login (`Metrics::login`): OAuth error codes and the gateway's own refusals.
+const LOGIN_OUTCOMES: &[&str] = &[
+    "success",
+    "invalid_grant",
+    "invalid_request",
+    "invalid_scope",
+    "unsupported_grant_type",
+    "locked",
+    "busy",
+    "saturated",
+    "too_large",
+    "error",
+];
+
 impl Metrics {
     /// Create and register every metric.
     pub fn new() -> Self {
@@ -79,6 +95,18 @@ impl Metrics {
             "Digest of the config in force",
             config_info.clone(),
         );
+        // Every known outcome starts at 0, so its series exists before the first event: a
+        // dashboard shows 0 rather than "no data", and `increase()` sees the first one.
+        for outcome in RELOAD_OUTCOMES {
+            let _ = reloads.get_or_create(&OutcomeLabels {
+                outcome: (*outcome).to_owned(),
+            });
+        }
+        for outcome in LOGIN_OUTCOMES {
+            let _ = logins.get_or_create(&OutcomeLabels {
+                outcome: (*outcome).to_owned(),
+            });
+        }
         Metrics {
             registry,
             requests,

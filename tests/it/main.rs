@@ -9,6 +9,7 @@ mod common;
 mod architecture;
 mod check;
 mod cli_auth;
+mod deploy;
 mod explain;
 mod headers;
 mod hygiene;

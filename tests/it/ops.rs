@@ -648,3 +648,39 @@ async fn the_admin_listener_backs_off_instead_of_spinning_when_out_of_file_descr
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_alerts_use_only_metrics_the_gateway_exports() {
+    let up = Upstream::start().await;
+    let mut proc = Proc::start(&fixture_yaml(&up.url())).await;
+    let client = proc.h1();
+    // One of each kind of event, so every family has samples.
+    let token = client.token("alice", "secret123").await;
+    assert_eq!(
+        client.get_with_token("/api/items", &token).await.status,
+        StatusCode::OK
+    );
+    let (status, text) = admin_get(proc.admin, "/metrics").await.expect("/metrics");
+    assert_eq!(status, 200);
+    let exported: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for file in ["grafana-dashboard.json", "prometheus-alerts.yaml"] {
+        let used = std::fs::read_to_string(root.join(file)).expect("read example");
+        let names = crate::deploy::metric_names(&used);
+        assert!(names.len() >= 4, "{file}: {names:?}");
+        for name in names {
+            // Counters without samples yet still announce themselves in `# TYPE`.
+            let family = name.trim_end_matches("_total");
+            let announced = text.contains(&format!("# TYPE {family} "));
+            assert!(
+                exported.contains(&name.as_str()) || announced,
+                "{file} uses {name}, which /metrics does not export:\n{text}"
+            );
+        }
+    }
+    proc.terminate().await;
+}
