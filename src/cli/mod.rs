@@ -1,4 +1,4 @@
-//! Command line: `run` (default), `check`, `explain`, `test`, `hash-password`.
+//! Command line: `run` (default), `check`, `explain`, `test`, `hash-password`, `schema`.
 
 mod check;
 mod explain;
@@ -75,6 +75,8 @@ enum Command {
     },
     /// Read a password from stdin and print its argon2id PHC string.
     HashPassword,
+    /// Print the JSON Schema (draft 2020-12) of `gateway.yaml`, for editors and CI.
+    Schema,
 }
 
 /// `--version`: the crate version and what it was built with. The crate defines no cargo
@@ -118,6 +120,11 @@ pub fn main(cli: Cli) -> ExitCode {
             explain::explain(&cli.config, &request, scopes, token)
         }
         Command::HashPassword => hash_password(),
+        Command::Schema => {
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{}", crate::config::schema());
+            ExitCode::SUCCESS
+        }
     }
 }
 

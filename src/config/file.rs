@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 pub use serde_saphyr::{Location, Spanned};
 
@@ -13,103 +14,179 @@ pub use serde_saphyr::{Location, Spanned};
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
 /// The whole file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayFile {
+    /// Address the HTTPS listener binds, e.g. `127.0.0.1:8443` (default `0.0.0.0:8443`).
+    #[schemars(with = "Option<String>")]
     pub listen: Option<Spanned<String>>,
+    /// PEM certificate chain and key; omit for a self-signed development certificate.
     pub tls: Option<TlsFile>,
+    /// Plain-HTTP admin listener for `/healthz`, `/readyz`, `/metrics`; keep it on loopback.
+    #[schemars(with = "Option<String>")]
     pub admin: Option<Spanned<String>>,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` is believed.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Connection, header, body and timeout limits.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Access-token signing and validation.
     #[serde(default)]
     pub tokens: TokensFile,
+    /// The login endpoint and brute-force lockouts.
     #[serde(default)]
     pub login: LoginFile,
+    /// Access-log format.
     #[serde(default)]
     pub log: LogFile,
+    /// The scope vocabulary: name → description or `{ description, implies }`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ScopeFile>")]
     pub scopes: BTreeMap<String, Spanned<ScopeFile>>,
+    /// Users who may log in (or give `users_file`).
     #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, UserFile>>")]
     pub users: Option<BTreeMap<String, Spanned<UserFile>>>,
+    /// A YAML file of users, same shape as `users` (relative to this file).
+    #[schemars(with = "Option<String>")]
     pub users_file: Option<Spanned<String>>,
+    /// Upstream apps: name → `http://host:port` (or `echo:`), or the long form.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, UpstreamFile>")]
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
+    /// Rules in order; the first match decides; anything unmatched is 404.
     #[serde(default)]
+    #[schemars(with = "Vec<RouteFile>")]
     pub routes: Vec<Spanned<RouteFile>>,
     /// Extension methods (WebDAV and the like) that `methods:` may list.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub extra_methods: Vec<Spanned<String>>,
 }
 
 /// `tls:` — PEM certificate chain and private key.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
+    /// PEM certificate chain (`${VAR}` allowed).
+    #[schemars(with = "String")]
     pub cert: Spanned<String>,
+    /// PEM private key (`${VAR}` allowed).
+    #[schemars(with = "String")]
     pub key: Spanned<String>,
 }
 
 /// `limits:` — every field optional; defaults live in the domain layer.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
+    /// Request-head deadline, also the TLS handshake and first byte (duration, default 10s).
+    #[schemars(with = "Option<String>")]
     pub header_read_timeout: Option<Spanned<String>>,
+    /// HTTP/2 GOAWAY after this long with no request in progress (default 60s).
+    #[schemars(with = "Option<String>")]
     pub idle_timeout: Option<Spanned<String>>,
+    /// Largest request head (size, default 16KiB).
+    #[schemars(with = "Option<String>")]
     pub max_header_bytes: Option<Spanned<String>>,
+    /// Most header fields per request (default 100).
+    #[schemars(with = "Option<u64>")]
     pub max_headers: Option<Spanned<u64>>,
+    /// Open client connections beyond which new ones are closed (default 10000).
+    #[schemars(with = "Option<u64>")]
     pub max_connections: Option<Spanned<u64>>,
+    /// How long in-flight requests may finish after SIGTERM (duration).
+    #[schemars(with = "Option<String>")]
     pub shutdown_grace: Option<Spanned<String>>,
+    /// Concurrent HTTP/2 streams per connection (default 200).
+    #[schemars(with = "Option<u64>")]
     pub max_h2_streams: Option<Spanned<u64>>,
+    /// Total time a client may keep the gateway waiting for body bytes (duration).
+    #[schemars(with = "Option<String>")]
     pub body_read_timeout: Option<Spanned<String>>,
+    /// Bytes per second that earn one more second of body allowance (size).
+    #[schemars(with = "Option<String>")]
     pub body_min_rate: Option<Spanned<String>>,
+    /// Largest proxied request body (size); unset streams any size.
+    #[schemars(with = "Option<String>")]
     pub max_body_size: Option<Spanned<String>>,
+    /// A response write stalled this long closes the connection (duration).
+    #[schemars(with = "Option<String>")]
     pub write_timeout: Option<Spanned<String>>,
 }
 
 /// `tokens:` — signing and validation settings.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokensFile {
+    /// `iss` of issued tokens, required in accepted ones.
+    #[schemars(with = "Option<String>")]
     pub issuer: Option<Spanned<String>>,
+    /// `aud` of issued tokens, required in accepted ones.
+    #[schemars(with = "Option<String>")]
     pub audience: Option<Spanned<String>>,
+    /// HS256 (default), HS384 or HS512.
+    #[schemars(with = "Option<String>")]
     pub algorithm: Option<Spanned<String>>,
+    /// HMAC key, at least 32 bytes; use `${VAR}`. Unset: random per process.
+    #[schemars(with = "Option<String>")]
     pub secret: Option<Spanned<String>>,
+    /// Access-token lifetime (duration, default 1h, at most 365d).
+    #[schemars(with = "Option<String>")]
     pub ttl: Option<Spanned<String>>,
+    /// Clock skew allowed when checking token times (duration, default 30s).
+    #[schemars(with = "Option<String>")]
     pub leeway: Option<Spanned<String>>,
     /// Profile fields issued tokens also carry: `email`, `name`.
+    #[schemars(with = "Option<Vec<String>>")]
     pub claims: Option<Vec<Spanned<String>>>,
 }
 
 /// `login:` — endpoint path and brute-force regulation.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginFile {
+    /// Path of the login endpoint (default `/login`).
+    #[schemars(with = "Option<String>")]
     pub path: Option<Spanned<String>>,
+    /// Failures within `window` that lock a username or address for `duration`.
     pub lockout: Option<LockoutFile>,
+    /// Live logouts one user may hold (default 100).
+    #[schemars(with = "Option<u64>")]
     pub max_revocations_per_subject: Option<Spanned<u64>>,
 }
 
 /// `login.lockout:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockoutFile {
+    /// Failures that lock the key.
+    #[schemars(with = "u64")]
     pub failures: Spanned<u64>,
+    /// Period the failures are counted over (duration).
+    #[schemars(with = "String")]
     pub window: Spanned<String>,
+    /// How long a locked key stays locked (duration).
+    #[schemars(with = "String")]
     pub duration: Spanned<String>,
+    /// IPv6 clients are counted per network of this prefix length (default 64).
+    #[schemars(with = "Option<u64>")]
     pub ipv6_prefix: Option<Spanned<u64>>,
 }
 
 /// `log:` — access-log format (`pretty` or `json`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogFile {
+    /// `pretty` (default) or `json`.
+    #[schemars(with = "Option<String>")]
     pub format: Option<Spanned<String>>,
 }
 
 /// A scope: either a bare description or `{ description, implies }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ScopeFile {
     Description(String),
@@ -117,27 +194,34 @@ pub enum ScopeFile {
 }
 
 /// The long form of a scope.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeFull {
+    /// What the scope allows, for people.
     #[serde(default)]
     pub description: String,
+    /// Scopes this one also grants (`"*"`: every scope).
     #[serde(default)]
     pub implies: Vec<String>,
 }
 
 /// One user record.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserFile {
+    /// argon2id PHC string from `portcullis hash-password`.
     pub password: String,
+    /// Scopes the user holds.
     #[serde(default)]
     pub scopes: Vec<String>,
     /// Refused at login and every token refused, without deleting the entry.
     #[serde(default)]
     pub disabled: bool,
+    /// Forwarded as `X-Forwarded-Email`.
     pub email: Option<String>,
+    /// Forwarded as `X-Forwarded-Name` (RFC 8187 when not ASCII).
     pub name: Option<String>,
+    /// Forwarded comma-separated as `X-Forwarded-Groups`.
     #[serde(default)]
     pub groups: Vec<String>,
     /// Free-form strings, each forwarded as `X-Forwarded-Attr-<key>`.
@@ -149,7 +233,7 @@ pub struct UserFile {
 pub type UsersFile = BTreeMap<String, Spanned<UserFile>>;
 
 /// An upstream: a URL string or the long form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum UpstreamFile {
     Url(String),
@@ -157,31 +241,46 @@ pub enum UpstreamFile {
 }
 
 /// The long form of an upstream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFull {
+    /// `http://host:port` (no path), or `echo:`.
     pub url: String,
+    /// Connect deadline (duration).
     pub connect_timeout: Option<String>,
+    /// Deadline for the upstream's response head (duration).
     pub timeout: Option<String>,
+    /// Forward the client's (verified) `Authorization` header.
     #[serde(default)]
     pub pass_token: bool,
 }
 
 /// One entry of `routes:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
+    /// Name in logs, metrics and rule tests (default `route-N`).
     pub id: Option<String>,
+    /// Pattern: literal segments, `{name}` for one segment, `*`, and a final `**`.
     pub path: String,
+    /// Methods the rule applies to (uppercase; GET includes HEAD); omit for all.
+    #[schemars(with = "Option<Vec<String>>")]
     pub methods: Option<Vec<Spanned<String>>>,
+    /// Host the rule applies to (no port); omit for any.
     pub host: Option<String>,
+    /// Upstream name (not for `deny` routes).
     pub upstream: Option<String>,
+    /// Anyone may pass, with or without a token.
     #[serde(default)]
     pub public: bool,
+    /// No one may pass (403).
     #[serde(default)]
     pub deny: bool,
+    /// A token holding all of these scopes may pass.
     pub scopes: Option<Vec<String>>,
+    /// A token holding at least one of these scopes may pass.
     pub any_scopes: Option<Vec<String>>,
+    /// Match literal segments ignoring ASCII case.
     #[serde(default)]
     pub case_insensitive: bool,
     /// Overrides `limits.max_body_size` for this route.

@@ -169,6 +169,15 @@ pub struct Config {
     pub digest: String,
 }
 
+/// The JSON Schema (draft 2020-12) of `gateway.yaml`, generated from the file types and their
+/// doc comments. It describes the shape; `check` also validates meaning (scopes that exist,
+/// durations within their maxima, …).
+pub fn schema() -> String {
+    let mut schema = schemars::schema_for!(file::GatewayFile);
+    schema.insert("title".into(), "gateway.yaml".into());
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
 impl Config {
     /// Read, parse and validate `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

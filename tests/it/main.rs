@@ -21,6 +21,7 @@ mod proxy;
 mod reload;
 mod routing;
 mod rule_tests;
+mod schema;
 mod smoke;
 mod smuggling;
 mod threats;
