@@ -29,22 +29,29 @@ pub struct AccessRecord<'a> {
     pub upstream_latency: Option<Duration>,
     /// Request body size as declared by `Content-Length` (absent when chunked or none).
     pub bytes_in: Option<u64>,
-    /// Response body size when known up front (streamed bodies of unknown length log none).
+    /// Response body bytes sent (known up front, or counted as a streamed body went out).
     pub bytes_out: Option<u64>,
+    /// Until the response head was handed to the connection.
+    pub head: Duration,
+    /// Until the last body byte was handed to the connection (or the client went away).
     pub total: Duration,
 }
 
 impl AccessRecord<'_> {
-    /// Record the request's metrics and emit its log line.
-    pub fn emit(&self, metrics: &Metrics) {
+    /// Record the request's metrics: latency to the response head, as the histograms say.
+    pub fn record_metrics(&self, metrics: &Metrics) {
         metrics.request(
             self.route,
             crate::ops::request_stats::method_label(self.method),
             self.decision,
             self.status.as_u16(),
-            self.total,
+            self.head,
             self.upstream_latency,
         );
+    }
+
+    /// Write the log line.
+    pub fn write_line(&self) {
         if !tracing::enabled!(target: "access", tracing::Level::INFO) {
             return;
         }
@@ -70,6 +77,7 @@ impl AccessRecord<'_> {
             upstream_ms = self.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
+            headers_ms = self.head.as_secs_f64() * 1000.0,
             total_ms = self.total.as_secs_f64() * 1000.0,
         );
     }
@@ -106,7 +114,8 @@ impl AccessRecord<'_> {
         }
         let _ = write!(
             out,
-            ",\"total_ms\":{:.3}",
+            ",\"headers_ms\":{:.3},\"total_ms\":{:.3}",
+            self.head.as_secs_f64() * 1000.0,
             self.total.as_secs_f64() * 1000.0
         );
         if let Some(bytes) = self.bytes_in {
@@ -135,7 +144,12 @@ impl AccessRecord<'_> {
         if let Some(upstream) = self.upstream_latency {
             let _ = write!(out, " upstream_ms={:.3}", upstream.as_secs_f64() * 1000.0);
         }
-        let _ = write!(out, " total_ms={:.3}", self.total.as_secs_f64() * 1000.0);
+        let _ = write!(
+            out,
+            " headers_ms={:.3} total_ms={:.3}",
+            self.head.as_secs_f64() * 1000.0,
+            self.total.as_secs_f64() * 1000.0
+        );
         if let Some(bytes) = self.bytes_in {
             let _ = write!(out, " bytes_in={bytes}");
         }
@@ -203,6 +217,7 @@ mod tests {
             upstream_latency: None,
             bytes_in: Some(3),
             bytes_out: Some(5),
+            head: Duration::from_millis(1),
             total: Duration::from_millis(2),
         };
         let mut out = Vec::new();

@@ -108,6 +108,8 @@ pub struct RequestCtx<'s> {
     pub path: String,
     /// The matched route's id, or the gateway endpoint's name.
     pub route: &'s str,
+    /// The matched route's position in the snapshot's table.
+    pub route_index: Option<usize>,
     /// The caller, when a bearer token was verified.
     pub identity: Option<Arc<Identity>>,
     /// The account a login attempt names (no token proves it yet).
@@ -133,6 +135,7 @@ impl RequestCtx<'_> {
                 .and_then(|v| v.parse().ok()),
             path: String::new(),
             route: "",
+            route_index: None,
             identity: None,
             login_user: String::new(),
             decision: Decision::Reject,
@@ -149,11 +152,13 @@ impl RequestCtx<'_> {
         }
     }
 
-    /// The access-log line for this request, answered with `status`.
+    /// The access-log line for this request, answered with `status`; `head` and `total` as in
+    /// [`AccessRecord`].
     pub fn record(
         &self,
         status: StatusCode,
         bytes_out: Option<u64>,
+        head: Duration,
         total: Duration,
     ) -> AccessRecord<'_> {
         AccessRecord {
@@ -168,6 +173,7 @@ impl RequestCtx<'_> {
             upstream_latency: self.upstream_latency,
             bytes_in: self.bytes_in,
             bytes_out,
+            head,
             total,
         }
     }

@@ -10,6 +10,7 @@
 pub mod authenticate;
 pub mod context;
 pub mod hygiene;
+pub mod logged_body;
 pub mod login;
 pub mod upstream;
 
@@ -34,13 +35,14 @@ use crate::state::{Shared, Snapshot};
 use authenticate::authenticate;
 use context::{ConnInfo, Decision, RequestCtx};
 use hygiene::{check_hygiene, check_target_form};
+use logged_body::LoggedBody;
 
 /// Serve one request. Never fails: errors become responses here.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<LoggedBody>, Infallible> {
     let started = Instant::now();
     let snapshot = shared.snapshot();
     let request_id = headers::request_id(request.headers());
@@ -61,10 +63,24 @@ pub async fn handle(
     response
         .headers_mut()
         .insert(REQUEST_ID, ctx.request_id.clone());
-    let bytes_out = http_body::Body::size_hint(response.body()).exact();
-    ctx.record(response.status(), bytes_out, started.elapsed())
-        .emit(&shared.metrics);
-    Ok(response)
+    let status = response.status();
+    let head = started.elapsed();
+    let known_size = http_body::Body::size_hint(response.body()).exact();
+    let record = ctx.record(status, known_size, head, head);
+    record.record_metrics(&shared.metrics);
+    let (parts, body) = response.into_parts();
+    let streams = matches!(body, ResponseBody::Stream(_)) && !http_body::Body::is_end_stream(&body);
+    let body = match ctx.route_index.filter(|_| streams) {
+        // The line waits for the last byte, so it tells how long the transfer took.
+        Some(index) => {
+            LoggedBody::deferred(body, ctx, snapshot.clone(), index, status, started, head)
+        }
+        None => {
+            record.write_line();
+            LoggedBody::logged(body)
+        }
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 async fn pipeline<'s>(
@@ -95,7 +111,10 @@ async fn pipeline<'s>(
         Destination::Login => return login::login(shared, snapshot, conn, request, ctx).await,
         Destination::Logout => return login::logout(shared, snapshot, request, ctx).await,
         Destination::NoRoute => return Err(Failure::NotFound),
-        Destination::Route { route, .. } => route,
+        Destination::Route { route, index } => {
+            ctx.route_index = Some(index);
+            route
+        }
     };
     ctx.route = &route.id;
     ctx.identity = authenticate_for(shared, snapshot, route, request.headers())?;

@@ -684,3 +684,80 @@ async fn the_dashboard_and_alerts_use_only_metrics_the_gateway_exports() {
     }
     proc.terminate().await;
 }
+
+/// An upstream that answers every request with a chunked body of `chunks` × 1 KiB, one chunk
+/// every `gap`: a slow streamed download.
+async fn start_trickling_upstream(chunks: usize, gap: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                for _ in 0..chunks {
+                    tokio::time::sleep(gap).await;
+                    let mut chunk = b"400\r\n".to_vec();
+                    chunk.extend_from_slice(&[b'x'; 1024]);
+                    chunk.extend_from_slice(b"\r\n");
+                    if stream.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = stream.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_download_logs_the_time_to_its_last_byte_and_the_bytes_sent() {
+    let up = Upstream::start().await;
+    let trickle = start_trickling_upstream(6, Duration::from_millis(150)).await;
+    let yaml = fixture_yaml(&up.url()).replace(
+        "upstreams:\n",
+        &format!("upstreams:\n  slow: http://{trickle}\n"),
+    ) + "  - { id: download, path: /download/**, upstream: slow, public: true }\n";
+    let mut proc = Proc::start(&yaml).await;
+    let started = Instant::now();
+    let reply = proc
+        .h1()
+        .get("/download/x", &[("x-request-id", "ops-test-download-0003")])
+        .await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body.len(), 6 * 1024);
+    assert!(took >= Duration::from_millis(800), "downloaded in {took:?}");
+
+    let log = strip_ansi(&proc.terminate().await);
+    let line = log
+        .lines()
+        .find(|l| l.contains("ops-test-download-0003"))
+        .unwrap_or_else(|| panic!("no access-log line for the download:\n{log}"));
+    let field = |name: &str| -> f64 {
+        let value = line
+            .split(' ')
+            .find_map(|part| part.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {line}"));
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value} in {line}"))
+    };
+    // The line covers the whole transfer (six chunks 150 ms apart), not just the head.
+    assert_eq!(field("bytes_out"), 6.0 * 1024.0, "{line}");
+    assert!(field("total_ms") >= 800.0, "{line}");
+    assert!(field("headers_ms") < 300.0, "{line}");
+}
