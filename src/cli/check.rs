@@ -8,19 +8,14 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::rule_test;
-use crate::config::{lint, Config, ConfigError};
+use crate::config::lint::{self, Warning};
+use crate::config::{Config, ConfigError};
 
 /// How `check` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CheckFormat {
     Text,
     Json,
-}
-
-/// One warning: a stable code for tooling, and the message.
-struct Warning {
-    code: &'static str,
-    message: String,
 }
 
 pub fn check(path: &Path, strict: bool, tests: &[PathBuf], format: CheckFormat) -> ExitCode {
@@ -35,14 +30,7 @@ pub fn check(path: &Path, strict: bool, tests: &[PathBuf], format: CheckFormat) 
         }
     };
     let report = lint::report(&config);
-    let mut warnings: Vec<Warning> = report
-        .warnings
-        .into_iter()
-        .map(|message| Warning {
-            code: "lint",
-            message,
-        })
-        .collect();
+    let mut warnings = report.warnings;
     // The report's text already lists these; only later warnings are printed separately.
     let listed = warnings.len();
     if !tests.is_empty() {
@@ -93,6 +81,7 @@ fn coverage(config: &Config, tests: &[PathBuf]) -> Result<Vec<Warning>, String> 
         .into_iter()
         .map(|index| Warning {
             code: "route-untested",
+            position: config.positions.routes.get(index).copied().flatten(),
             message: format!(
                 "route #{} `{}` ({}) is reached by no rule test",
                 index + 1,
@@ -123,8 +112,8 @@ fn print_json(path: &Path, error: Option<&ConfigError>, warnings: &[Warning], fa
         .map(|w| {
             json!({
                 "file": path.display().to_string(),
-                "line": null,
-                "column": null,
+                "line": w.position.map(|(line, _)| line),
+                "column": w.position.map(|(_, column)| column),
                 "code": w.code,
                 "message": w.message,
             })

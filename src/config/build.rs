@@ -152,8 +152,20 @@ impl Builder {
         let upstreams = self.upstreams(&raw.upstreams)?;
         let extra_methods = self.extra_methods(&raw.extra_methods)?;
         let routes = self.routes(&raw.routes, &vocabulary, &upstreams, &extra_methods)?;
+        let positions = Positions {
+            routes: raw.routes.iter().map(|r| position(&r.referenced)).collect(),
+            scopes: positions_of(&raw.scopes),
+            users: raw.users.as_ref().map(positions_of).unwrap_or_default(),
+            upstreams: positions_of(&raw.upstreams),
+            secret: raw
+                .tokens
+                .secret
+                .as_ref()
+                .and_then(|s| position(&s.referenced)),
+        };
         Ok(Config {
             source: self.file.clone(),
+            positions,
             files,
             listen,
             tls,
@@ -407,6 +419,21 @@ impl Builder {
             ipv6_prefix,
         })
     }
+}
+
+/// 1-based line and column of a location, when it has one.
+fn position(at: &Location) -> Option<(u64, u64)> {
+    (at.line() > 0).then(|| (at.line(), at.column()))
+}
+
+/// Where each entry of a keyed section starts.
+fn positions_of<T>(
+    entries: &std::collections::BTreeMap<String, Spanned<T>>,
+) -> HashMap<String, (u64, u64)> {
+    entries
+        .iter()
+        .filter_map(|(name, entry)| Some((name.clone(), position(&entry.referenced)?)))
+        .collect()
 }
 
 fn parse_net(text: &str) -> Result<IpNet, String> {

@@ -11,7 +11,27 @@ use crate::policy::routes::Access;
 #[derive(Debug)]
 pub struct Report {
     pub text: String,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Something valid but probably a mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Stable, for tooling: `route-shadowed`, `scope-unused`, `secret-random`, …
+    pub code: &'static str,
+    /// 1-based line and column in the config file, when the warning is about one entry.
+    pub position: Option<(u64, u64)>,
+    pub message: String,
+}
+
+impl Warning {
+    fn new(code: &'static str, position: Option<(u64, u64)>, message: impl Into<String>) -> Self {
+        Warning {
+            code,
+            position,
+            message: message.into(),
+        }
+    }
 }
 
 /// Describe `config` and collect its warnings.
@@ -59,7 +79,7 @@ pub fn report(config: &Config) -> Report {
 
     let warnings = warnings(config);
     for warning in &warnings {
-        let _ = writeln!(text, "warning: {warning}");
+        let _ = writeln!(text, "warning: {}", warning.message);
     }
     Report { text, warnings }
 }
@@ -90,11 +110,13 @@ fn who(config: &Config, access: &Access) -> String {
     }
 }
 
-fn warnings(config: &Config) -> Vec<String> {
+fn warnings(config: &Config) -> Vec<Warning> {
     let mut warnings = Vec::new();
+    let at = &config.positions;
     let routes = config.routes.routes();
     for (earlier, later) in config.routes.shadowed() {
-        warnings.push(format!(
+        let position = at.routes.get(later).copied().flatten();
+        warnings.push(Warning::new("route-shadowed", position, format!(
             "route #{} `{}` ({}) is unreachable: route #{} `{}` ({}) matches every request it would",
             later + 1,
             routes[later].id,
@@ -102,7 +124,7 @@ fn warnings(config: &Config) -> Vec<String> {
             earlier + 1,
             routes[earlier].id,
             routes[earlier].pattern
-        ));
+        )));
     }
     let required: HashSet<&str> = routes
         .iter()
@@ -115,26 +137,31 @@ fn warnings(config: &Config) -> Vec<String> {
         .collect();
     for name in config.vocabulary.names() {
         if !required.contains(name) {
-            warnings.push(format!("scope `{name}` is never required by any route"));
+            let position = at.scopes.get(name).copied();
+            let message = format!("scope `{name}` is never required by any route");
+            warnings.push(Warning::new("scope-unused", position, message));
         }
     }
     if config.secret_is_random {
-        warnings.push(
-            "tokens.secret is not set: a random secret is used and tokens die with the process"
-                .into(),
-        );
+        warnings.push(Warning::new(
+            "secret-random",
+            None,
+            "tokens.secret is not set: a random secret is used and tokens die with the process",
+        ));
     } else if is_weak_secret(&config.tokens.secret) {
-        warnings.push(
-            "tokens.secret looks weak (few distinct characters); use 32+ random bytes".into(),
-        );
+        warnings.push(Warning::new(
+            "secret-weak",
+            at.secret,
+            "tokens.secret looks weak (few distinct characters); use 32+ random bytes",
+        ));
     }
     let mut users: Vec<_> = config.users.iter().collect();
     users.sort_by(|a, b| a.0.cmp(b.0));
     for (name, user) in users {
         if user.hash.is_deprecated() {
-            warnings.push(format!(
+            warnings.push(Warning::new("hash-deprecated", at.users.get(name.as_str()).copied(), format!(
                 "user `{name}` has a deprecated password hash (bcrypt or argon2id below m=19456,t=2,p=1); rehash with `portcullis hash-password`"
-            ));
+            )));
         }
     }
     let used: HashSet<&str> = routes
@@ -145,21 +172,29 @@ fn warnings(config: &Config) -> Vec<String> {
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     for upstream in upstreams {
         if !used.contains(upstream.name.as_str()) {
-            warnings.push(format!(
-                "upstream `{}` is not used by any route",
-                upstream.name
+            warnings.push(Warning::new(
+                "upstream-unused",
+                at.upstreams.get(&upstream.name).copied(),
+                format!("upstream `{}` is not used by any route", upstream.name),
             ));
         }
         if upstream.pass_token && upstream.target != UpstreamTarget::Echo {
-            warnings.push(format!(
-                "upstream `{}` receives the bearer token (pass_token: true)",
-                upstream.name
+            warnings.push(Warning::new(
+                "upstream-pass-token",
+                at.upstreams.get(&upstream.name).copied(),
+                format!(
+                    "upstream `{}` receives the bearer token (pass_token: true)",
+                    upstream.name
+                ),
             ));
         }
     }
     if config.tls.is_none() {
-        warnings
-            .push("no `tls:` section: a self-signed development certificate will be served".into());
+        warnings.push(Warning::new(
+            "tls-missing",
+            None,
+            "no `tls:` section: a self-signed development certificate will be served",
+        ));
     }
     warnings
 }

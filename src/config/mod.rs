@@ -145,10 +145,24 @@ pub struct Upstream {
     pub pass_token: bool,
 }
 
+/// 1-based (line, column) of entries in the config file, for warnings that point home.
+/// Users read from a `users_file` have none (they live in another file).
+#[derive(Debug, Default)]
+pub struct Positions {
+    /// By route index.
+    pub routes: Vec<Option<(u64, u64)>>,
+    pub scopes: HashMap<String, (u64, u64)>,
+    pub users: HashMap<String, (u64, u64)>,
+    pub upstreams: HashMap<String, (u64, u64)>,
+    pub secret: Option<(u64, u64)>,
+}
+
 /// The validated configuration of one generation.
 #[derive(Debug)]
 pub struct Config {
     pub source: PathBuf,
+    /// Where things were written in `source`, for `check`'s warnings.
+    pub positions: Positions,
     /// Every file this config was read from (the config and its `users_file`), for watching.
     pub files: Vec<PathBuf>,
     pub listen: SocketAddr,
