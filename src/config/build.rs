@@ -36,7 +36,7 @@ impl Builder {
     fn err(&self, at: Option<&Location>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
-            position: at.filter(|l| l.line() > 0).map(|l| (l.line(), l.column())),
+            position: at.and_then(position),
             message: message.into(),
         }
     }

@@ -14,6 +14,16 @@ const STANDARD: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", 
 /// RFC 9110 methods the gateway answers with 405 itself, whatever the rules say.
 const REFUSED: [&str; 2] = ["CONNECT", "TRACE"];
 
+/// The static name of `method` when it is one of the RFC 9110 methods or PATCH (refused ones
+/// included), for labels that must stay a bounded set.
+pub fn standard_name(method: &Method) -> Option<&'static str> {
+    STANDARD
+        .iter()
+        .chain(REFUSED.iter())
+        .find(|name| **name == method.as_str())
+        .copied()
+}
+
 /// The validated `extra_methods:` list.
 #[derive(Debug, Default)]
 pub struct ExtraMethods(HashSet<String>);

@@ -36,18 +36,7 @@ type Counts = BTreeMap<(String, &'static str, &'static str, u16), u64>;
 /// The `method` label: the methods rules can name, and `other` for everything else, so a
 /// client inventing methods cannot grow the label set (and a method-based probe still shows).
 pub fn method_label(method: &http::Method) -> &'static str {
-    match method.as_str() {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "OPTIONS" => "OPTIONS",
-        "CONNECT" => "CONNECT",
-        "TRACE" => "TRACE",
-        _ => "other",
-    }
+    crate::config::methods::standard_name(method).unwrap_or("other")
 }
 
 /// Per-request counters and histograms, sharded by thread.
