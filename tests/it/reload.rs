@@ -30,20 +30,10 @@ fn body(up: &Upstream, extra_routes: &[&str]) -> String {
     yaml
 }
 
-/// The whole file as `Gateway::start` writes it, for `body`.
-fn full_config(gw: &Gateway, body: &str) -> String {
-    format!("listen: 127.0.0.1:0\n{}{body}", tls_block(&gw.pki))
-}
-
-/// Rewrite the gateway's config file in place.
-fn write_config(gw: &Gateway, body: &str) {
-    std::fs::write(&gw.config_path, full_config(gw, body)).expect("write config");
-}
-
 /// Write a sibling temp file and rename it over the config, as editors and `mv` do.
 fn replace_config(gw: &Gateway, body: &str) {
     let tmp = gw.config_path.with_file_name(".gateway.yaml.tmp");
-    std::fs::write(&tmp, full_config(gw, body)).expect("write temp config");
+    std::fs::write(&tmp, config_text(&gw.pki, body)).expect("write temp config");
     std::fs::rename(&tmp, &gw.config_path).expect("rename over config");
 }
 
@@ -123,7 +113,7 @@ async fn a_route_changed_from_public_to_deny_applies_to_the_next_request_on_the_
     );
     let seen_before = up.count();
 
-    write_config(&gw, &body(&up, &[FLIP_DENY]));
+    gw.write_config(&body(&up, &[FLIP_DENY]));
     assert_applied(&reload_now(&gw));
 
     let r1 = c1.send(get_request(&h1, "/flip/b")).await;
@@ -146,7 +136,7 @@ async fn a_route_changed_from_public_to_deny_applies_to_the_next_request_on_the_
         "a denied request reached the upstream"
     );
     // And back again on the same connections.
-    write_config(&gw, &body(&up, &[FLIP_PUBLIC]));
+    gw.write_config(&body(&up, &[FLIP_PUBLIC]));
     assert_applied(&reload_now(&gw));
     assert_eq!(
         c1.send(get_request(&h1, "/flip/c")).await.status,
@@ -166,11 +156,11 @@ async fn each_applied_reload_gets_a_higher_generation_and_an_unchanged_file_is_n
     assert_eq!(reload_now(&gw), ReloadOutcome::Unchanged);
     assert_eq!(gw.shared.snapshot().generation, first);
 
-    write_config(&gw, &body(&up, &[FLIP_DENY]));
+    gw.write_config(&body(&up, &[FLIP_DENY]));
     let second = assert_applied(&reload_now(&gw));
     assert!(second > first, "{second} after {first}");
     assert_eq!(gw.shared.snapshot().generation, second);
-    write_config(&gw, &body(&up, &[FLIP_PUBLIC]));
+    gw.write_config(&body(&up, &[FLIP_PUBLIC]));
     let third = assert_applied(&reload_now(&gw));
     assert!(third > second, "{third} after {second}");
 }
@@ -190,8 +180,8 @@ async fn a_yaml_syntax_error_is_rejected_with_file_and_line_and_the_old_rules_ke
             "  - { id: broken, path: /broken/**, deny: true\n",
         ],
     );
-    write_config(&gw, &broken);
-    let line = full_config(&gw, &broken).lines().count();
+    gw.write_config(&broken);
+    let line = config_text(&gw.pki, &broken).lines().count();
     let error = assert_rejected(&reload_now(&gw));
     let file = gw.config_path.display().to_string();
     assert!(
@@ -219,8 +209,8 @@ async fn an_unknown_scope_edit_is_rejected_with_file_and_line_and_the_old_rules_
         &up,
         &["  - { id: flip, path: /flip/**, upstream: up, scopes: [raed] }\n"],
     );
-    write_config(&gw, &bad);
-    let line = full_config(&gw, &bad).lines().count();
+    gw.write_config(&bad);
+    let line = config_text(&gw.pki, &bad).lines().count();
     let error = assert_rejected(&reload_now(&gw));
     let file = gw.config_path.display().to_string();
     assert!(
@@ -235,7 +225,7 @@ async fn an_unknown_scope_edit_is_rejected_with_file_and_line_and_the_old_rules_
     assert_eq!(gw.shared.snapshot().generation, generation);
     assert_eq!(gw.h1().get("/flip/x", &[]).await.status, StatusCode::OK);
     // A later valid edit still applies.
-    write_config(&gw, &body(&up, &[FLIP_DENY]));
+    gw.write_config(&body(&up, &[FLIP_DENY]));
     assert_applied(&reload_now(&gw));
     assert_eq!(
         gw.h1().get("/flip/x", &[]).await.status,
@@ -257,7 +247,7 @@ async fn a_users_edit_applies_on_reload_new_user_logs_in_and_removed_user_cannot
         &format!("  carol: {{ password: \"{SECRET123_HASH}\", scopes: [read] }}\n  alicia: {{"),
     );
     assert!(edited.contains("carol"), "fixture changed shape: {edited}");
-    write_config(&gw, &edited);
+    gw.write_config(&edited);
     assert_applied(&reload_now(&gw));
     let token = client.token("carol", "secret123").await;
     assert_eq!(
@@ -282,7 +272,7 @@ async fn the_watcher_applies_in_place_writes_and_rename_over_replacements() {
     let within = Duration::from_secs(5);
     assert_eq!(client.get("/flip/x", &[]).await.status, StatusCode::OK);
 
-    write_config(&gw, &body(&up, &[FLIP_DENY]));
+    gw.write_config(&body(&up, &[FLIP_DENY]));
     eventually_status(&client, "/flip/x", StatusCode::FORBIDDEN, within).await;
 
     // Editors write a temp file and rename it over the original (new inode)...
@@ -291,7 +281,7 @@ async fn the_watcher_applies_in_place_writes_and_rename_over_replacements() {
     // ...and the watch must survive that, so do it again, then edit in place once more.
     replace_config(&gw, &body(&up, &[FLIP_DENY]));
     eventually_status(&client, "/flip/x", StatusCode::FORBIDDEN, within).await;
-    write_config(&gw, &body(&up, &[FLIP_PUBLIC]));
+    gw.write_config(&body(&up, &[FLIP_PUBLIC]));
     eventually_status(&client, "/flip/x", StatusCode::OK, within).await;
 }
 
@@ -368,7 +358,7 @@ async fn requests_on_keep_alive_connections_never_fail_while_the_config_flips() 
         } else {
             FLIP_PUBLIC
         };
-        write_config(&gw, &body(&up, &[next]));
+        gw.write_config(&body(&up, &[next]));
         let path = gw.config_path.clone();
         let shared = gw.shared.clone();
         let outcome = tokio::task::spawn_blocking(move || reload::reload(&path, &shared))
@@ -508,7 +498,7 @@ async fn reload_metrics_count_applied_and_rejected_outcomes() {
     let applied = reloads_total(&gw, "applied");
     let rejected = reloads_total(&gw, "rejected");
 
-    write_config(&gw, &body(&up, &[FLIP_DENY]));
+    gw.write_config(&body(&up, &[FLIP_DENY]));
     assert_applied(&reload_now(&gw));
     assert_eq!(
         reloads_total(&gw, "applied"),
@@ -518,10 +508,10 @@ async fn reload_metrics_count_applied_and_rejected_outcomes() {
     );
     assert_eq!(reloads_total(&gw, "rejected"), rejected);
 
-    write_config(
-        &gw,
-        &body(&up, &["  - { id: flip, path: /flip/**, deny: yes please\n"]),
-    );
+    gw.write_config(&body(
+        &up,
+        &["  - { id: flip, path: /flip/**, deny: yes please\n"],
+    ));
     assert_rejected(&reload_now(&gw));
     assert_eq!(
         reloads_total(&gw, "rejected"),
@@ -579,7 +569,7 @@ async fn an_in_flight_request_finishes_on_the_old_config_while_new_ones_see_the_
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    write_config(&gw, &body(&up, &[SLOW_DENY]));
+    gw.write_config(&body(&up, &[SLOW_DENY]));
     assert_applied(&reload_now(&gw));
 
     let fresh = h1.get("/slow/10/new", &[]).await;

@@ -23,8 +23,7 @@ fn alice_as_is() -> String {
 
 /// Rewrite the running gateway's config and apply it now.
 fn apply(gw: &Gateway, body: &str) {
-    let text = format!("listen: 127.0.0.1:0\n{}{body}", tls_block(&gw.pki));
-    std::fs::write(&gw.config_path, text).expect("write config");
+    gw.write_config(body);
     match reload::reload(&gw.config_path, &gw.shared) {
         ReloadOutcome::Applied { .. } => {}
         other => panic!("reload not applied: {other:?}"),
@@ -341,8 +340,7 @@ async fn users_from_a_users_file_follow_the_store_the_same_way() {
     write_users(&format!(
         "alice: {{ password: \"{SECRET123_HASH}\", scopes: [read], email: alice@example.com }}\n"
     ));
-    let config = format!("listen: 127.0.0.1:0\n{}{rest}", tls_block(&pki));
-    std::fs::write(&config_path, config).expect("write config");
+    std::fs::write(&config_path, config_text(&pki, &rest)).expect("write config");
     let gw = Gateway::start_at(pki, config_path).await;
     let client = gw.h1();
     let token = client.token("alice", "secret123").await;

@@ -20,6 +20,12 @@ pub const SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 /// Argon2id (OWASP parameters) hash of `secret123`.
 pub const SECRET123_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$w87WW2eFT7vy9UDFIxPMUA$WRM+jGFRlegpsoIlTVNrQc+1XHa3/a1NZzkq1GFfarI";
 
+/// The whole config file for `yaml` (a config without `listen`/`tls`): an ephemeral loopback
+/// port and `pki`'s certificate added.
+pub fn config_text(pki: &TestPki, yaml: &str) -> String {
+    format!("listen: 127.0.0.1:0\n{}{yaml}", tls_block(pki))
+}
+
 /// A running gateway. Dropping it shuts it down.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -35,9 +41,13 @@ impl Gateway {
     pub async fn start(yaml: &str) -> Gateway {
         let pki = TestPki::new();
         let config_path = pki.dir.path().join("gateway.yaml");
-        let text = format!("listen: 127.0.0.1:0\n{}{yaml}", tls_block(&pki));
-        std::fs::write(&config_path, text).expect("write config");
+        std::fs::write(&config_path, config_text(&pki, yaml)).expect("write config");
         Self::start_at(pki, config_path).await
+    }
+
+    /// Rewrite this gateway's config file in place with `yaml` (as [`Gateway::start`] takes it).
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(&self.config_path, config_text(&self.pki, yaml)).expect("write config");
     }
 
     /// Start on an already written config file.
