@@ -4,6 +4,7 @@
 
 use crate::common::*;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,22 +44,9 @@ impl std::fmt::Debug for Checked {
 }
 
 fn run_check(path: &Path, extra: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("check")
-        .arg("-c")
-        .arg(path)
-        .args(extra)
-        .env_remove("PORTCULLIS_CONFIG")
-        .output()
-        .expect("run portcullis check");
-    (
-        output
-            .status
-            .code()
-            .expect("exit code (not killed by a signal)"),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut args = vec![OsStr::new("check"), OsStr::new("-c"), path.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    portcullis(args)
 }
 
 /// Write `yaml` to a fresh `gateway.yaml` and run `portcullis check` on it.

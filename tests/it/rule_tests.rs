@@ -1,26 +1,13 @@
 //! `portcullis test` (rule tests), `check --tests` (untested routes), `check --format json`
 //! and `--version`, run as an operator runs them: the real binary on real files.
 
+use crate::common::portcullis;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The repository's demo config and its rule tests.
 fn demo() -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     (root.join("gateway.yaml"), root.join("gateway.test.yaml"))
-}
-
-/// Run the binary; (exit code, stdout, stderr).
-fn portcullis(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .expect("run portcullis");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 fn path_str(path: &Path) -> &str {
@@ -47,7 +34,7 @@ fn broken_demo(dir: &Path) -> PathBuf {
 #[test]
 fn the_demo_rule_tests_pass_on_the_demo_config() {
     let (config, tests) = demo();
-    let (code, out, err) = portcullis(&["test", "-c", path_str(&config), path_str(&tests)]);
+    let (code, out, err) = portcullis(["test", "-c", path_str(&config), path_str(&tests)]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(" cases, 0 failed"), "{out}");
 }
@@ -57,7 +44,7 @@ fn a_broken_rule_fails_its_case_naming_file_line_expectation_and_deciding_rule()
     let dir = tempfile::tempdir().expect("tempdir");
     let config = broken_demo(dir.path());
     let (_, tests) = demo();
-    let (code, out, err) = portcullis(&["test", "-c", path_str(&config), path_str(&tests)]);
+    let (code, out, err) = portcullis(["test", "-c", path_str(&config), path_str(&tests)]);
     assert_eq!(code, 1, "{out}{err}");
     let failing: Vec<&str> = out.lines().filter(|l| l.contains(": expected ")).collect();
     assert_eq!(failing.len(), 1, "{out}");
@@ -96,7 +83,7 @@ fn junit_output_is_well_formed_and_marks_the_failing_case() {
         "--format",
         "junit",
     ];
-    let (code, out, err) = portcullis(&args);
+    let (code, out, err) = portcullis(args);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.starts_with("<?xml version=\"1.0\""), "{out}");
     assert_eq!(out.matches("<testcase ").count(), 16, "{out}");
@@ -136,7 +123,7 @@ fn a_case_naming_an_unknown_scope_or_a_bad_expectation_is_an_error_at_its_line()
         let tests = dir.path().join("cases.yaml");
         let text = format!("cases:\n  - request: GET /items/1\n{case}\n");
         std::fs::write(&tests, text).expect("write cases");
-        let (code, out, err) = portcullis(&["test", "-c", path_str(&config), path_str(&tests)]);
+        let (code, out, err) = portcullis(["test", "-c", path_str(&config), path_str(&tests)]);
         assert_eq!(code, 1, "{case}: {out}{err}");
         assert!(
             err.contains(&format!("{}:2: ", path_str(&tests))),
@@ -156,7 +143,7 @@ fn check_with_tests_warns_about_routes_no_case_reaches_and_strict_fails_on_it() 
         "cases:\n  - { request: GET /public/x, expect: allow }\n  - { request: GET /items/1, expect: 401 }\n",
     )
     .expect("write cases");
-    let (code, out, err) = portcullis(&[
+    let (code, out, err) = portcullis([
         "check",
         "-c",
         path_str(&config),
@@ -169,7 +156,7 @@ fn check_with_tests_warns_about_routes_no_case_reaches_and_strict_fails_on_it() 
     }
     assert!(!out.contains("`read-items` ("), "{out}");
     assert!(!out.contains("`public` ("), "{out}");
-    let (code, out, _) = portcullis(&[
+    let (code, out, _) = portcullis([
         "check",
         "-c",
         path_str(&config),
@@ -189,7 +176,7 @@ fn check_format_json_reports_errors_with_position_and_warnings_with_codes() {
         "scopes: { read: Read }\nupstreams: { app: \"echo:\" }\nroutes:\n  - { path: /a/**, upstream: app, scopes: [raed] }\n",
     )
     .expect("write config");
-    let (code, out, _) = portcullis(&["check", "-c", path_str(&config), "--format", "json"]);
+    let (code, out, _) = portcullis(["check", "-c", path_str(&config), "--format", "json"]);
     assert_eq!(code, 1, "{out}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(report["valid"], false);
@@ -209,7 +196,7 @@ fn check_format_json_reports_errors_with_position_and_warnings_with_codes() {
         "--tests",
         path_str(&tests),
     ];
-    let (code, out, _) = portcullis(&args);
+    let (code, out, _) = portcullis(args);
     assert_eq!(code, 0, "{out}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(report["valid"], true);
@@ -228,7 +215,7 @@ fn check_format_json_reports_errors_with_position_and_warnings_with_codes() {
         "scopes: { read: Read, spare: Spare }\nupstreams: { app: \"echo:\", idle: \"echo:\" }\nroutes:\n  - { id: all, path: /a/**, upstream: app, scopes: [read] }\n  - { id: never, path: /a/b, upstream: app, public: true }\n",
     )
     .expect("write config");
-    let (code, out, _) = portcullis(&["check", "-c", path_str(&config), "--format", "json"]);
+    let (code, out, _) = portcullis(["check", "-c", path_str(&config), "--format", "json"]);
     assert_eq!(code, 0, "{out}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     let at = |code: &str| -> (serde_json::Value, serde_json::Value) {
@@ -248,7 +235,7 @@ fn check_format_json_reports_errors_with_position_and_warnings_with_codes() {
 
 #[test]
 fn version_names_the_crate_version_and_build_features() {
-    let (code, out, _) = portcullis(&["--version"]);
+    let (code, out, _) = portcullis(["--version"]);
     assert_eq!(code, 0);
     assert!(
         out.starts_with(&format!("portcullis {} (", env!("CARGO_PKG_VERSION"))),

@@ -2,22 +2,20 @@
 //! modeline points at never drifts, and an independent validator (Python `jsonschema`) agrees
 //! with `portcullis check` on a table of valid and invalid configs.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{fixture_yaml, SECRET123_HASH};
+use crate::common::{fixture_yaml, portcullis, SECRET123_HASH};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn printed_schema() -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("schema")
-        .output()
-        .expect("run portcullis schema");
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).expect("utf-8")
+    let (code, schema, stderr) = portcullis(["schema"]);
+    assert_eq!(code, 0, "{stderr}");
+    schema
 }
 
 #[test]
@@ -165,18 +163,9 @@ fn the_schema_and_check_agree_on_valid_and_invalid_configs() {
     assert_eq!(verdicts.len(), cases.len(), "{verdicts:?}");
     for ((label, _, valid), (path, verdict)) in cases.iter().zip(paths.iter().zip(verdicts)) {
         let schema_says = verdict == "valid";
-        let check = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["check", "-c"])
-            .arg(path)
-            .output()
-            .expect("run check");
-        let check_says = check.status.success();
+        let (code, _, stderr) =
+            portcullis([OsStr::new("check"), OsStr::new("-c"), path.as_os_str()]);
         assert_eq!(schema_says, *valid, "{label}: the schema says {verdict}");
-        assert_eq!(
-            check_says,
-            *valid,
-            "{label}: check says {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        assert_eq!(code == 0, *valid, "{label}: check says {stderr}");
     }
 }

@@ -2,10 +2,12 @@
 //! on 127.0.0.1:0 started through the library entry point and its config fixtures
 //! (`gateway.rs`), real TLS clients speaking HTTP/1.1 and HTTP/2 (`client.rs`), raw bytes over
 //! TLS and their parsed answers (`raw.rs`), real upstreams on 127.0.0.1:0 (`upstream.rs`) and
-//! tokens signed independently of the gateway's code (`mint.rs`).
+//! tokens signed independently of the gateway's code (`mint.rs`), and the
+//! binary run as a command (`binary.rs`).
 //!
 //! Everything is re-exported here, so tests `use crate::common::*`.
 
+mod binary;
 mod client;
 mod gateway;
 mod mint;
@@ -13,6 +15,7 @@ mod pki;
 mod raw;
 mod upstream;
 
+pub use binary::*;
 pub use client::*;
 pub use gateway::*;
 pub use mint::*;
