@@ -264,6 +264,12 @@ pub enum TokenError {
     Malformed,
     #[error("unsupported algorithm")]
     UnsupportedAlgorithm,
+    /// The header's `kid` names no key this issuer has (or published, for external issuers).
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// The token's `iss` names no issuer this gateway trusts (or none this route accepts).
+    #[error("untrusted issuer")]
+    UntrustedIssuer,
     #[error("invalid signature")]
     InvalidSignature,
     #[error("token expired")]

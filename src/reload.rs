@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use crate::auth::keys::{stranded_keys, KeyRing, KeyState, StrandedKey};
 use crate::config::Config;
 use crate::state::{Shared, Snapshot};
 
@@ -49,6 +50,11 @@ pub fn reload(path: &Path, shared: &Shared) -> ReloadOutcome {
         Ok(config) if config.digest == current.config.digest => ReloadOutcome::Unchanged,
         Ok(config) => {
             warn_about_restart_only_changes(&current.config, &config);
+            // Applied anyway: removing a compromised key at once must stay possible.
+            // `check --previous` is the gate that refuses it before a deploy.
+            for problem in stranded(shared, &current, &config) {
+                tracing::warn!("{problem}");
+            }
             match Snapshot::build(config, shared.next_generation()) {
                 Err(err) => ReloadOutcome::Rejected {
                     error: format!("{}: {err}", path.display()),
@@ -78,6 +84,30 @@ pub fn reload(path: &Path, shared: &Shared) -> ReloadOutcome {
         }
     }
     outcome
+}
+
+/// Why removing keys from the ring now would fail tokens they signed (empty: it would not).
+fn stranded(shared: &Shared, current: &Snapshot, config: &Config) -> Vec<String> {
+    let lifetime = (config.tokens.ttl + config.tokens.leeway).as_secs();
+    let now = crate::clock::unix_now();
+    let state = |ring: &KeyRing| -> Vec<KeyState> {
+        ring.keys()
+            .iter()
+            .map(|key| KeyState {
+                retired_at: shared.retired_since(key),
+                ..key.state()
+            })
+            .collect()
+    };
+    stranded_keys(
+        &state(current.keys.ring()),
+        &state(&config.tokens.ring),
+        lifetime,
+        now,
+    )
+    .into_iter()
+    .map(|key| describe_stranded(&key, now))
+    .collect()
 }
 
 fn warn_about_restart_only_changes(old: &Config, new: &Config) {
@@ -196,4 +226,19 @@ fn watch_files(
         }
     }
     Some(watcher)
+}
+
+/// What to tell the operator about a key they may not remove yet.
+pub fn describe_stranded(key: &StrandedKey, now: u64) -> String {
+    match key.until {
+        None => format!(
+            "tokens.keys: `{}` is the active key: removing it fails every token it signed; make another key active and keep `{}` as `retired` for ttl + leeway",
+            key.kid, key.kid
+        ),
+        Some(until) => format!(
+            "tokens.keys: removing retired key `{}` fails tokens it signed for another {} s (ttl + leeway after its retirement); keep it until then, or give `retired_at` if it was retired earlier",
+            key.kid,
+            until.saturating_sub(now)
+        ),
+    }
 }

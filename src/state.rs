@@ -2,13 +2,15 @@
 //! swappable pointer, plus the process-wide mutable state (lockouts, revocations, the login
 //! hashing pool, metrics) that outlives reloads.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 
 use crate::auth::jwt::TokenKeys;
+use crate::auth::keys::{KeyRing, KeyStatus, RingKey};
 use crate::auth::lockout::Lockouts;
 use crate::auth::password::PasswordVerifier;
 use crate::auth::revocation::Revocations;
@@ -75,6 +77,9 @@ pub struct Shared {
     pub passwords: PasswordVerifier,
     pub metrics: Metrics,
     ready: AtomicBool,
+    /// When this process first saw each ring key `retired` (unix seconds), for keys whose
+    /// config gives no `retired_at`: a reload may not remove them before their tokens expire.
+    retirements: Mutex<HashMap<String, u64>>,
 }
 
 impl Shared {
@@ -86,7 +91,10 @@ impl Shared {
         let policy = first.config.login.lockout;
         let metrics = Metrics::new();
         metrics.config_loaded(first.generation, &first.config.digest);
+        let retirements = Mutex::new(HashMap::new());
+        note_retirements(&retirements, first.keys.ring());
         Arc::new(Shared {
+            retirements,
             generation: AtomicU64::new(first.generation),
             snapshot: ArcSwap::from_pointee(first),
             user_lockouts: Lockouts::new(policy, MAX_LOCKOUT_KEYS),
@@ -113,7 +121,19 @@ impl Shared {
     pub fn publish(&self, snapshot: Snapshot) {
         self.metrics
             .config_loaded(snapshot.generation, &snapshot.config.digest);
+        note_retirements(&self.retirements, snapshot.keys.ring());
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// When `key` was retired: as configured, else when this process first saw it retired.
+    pub fn retired_since(&self, key: &RingKey) -> Option<u64> {
+        key.retired_at.or_else(|| {
+            self.retirements
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(&key.kid)
+                .copied()
+        })
     }
 
     /// `/readyz`: a config is loaded and the server is not draining.
@@ -124,5 +144,19 @@ impl Shared {
     /// Mark the server as draining (shutdown started).
     pub fn set_draining(&self) {
         self.ready.store(false, Ordering::Relaxed);
+    }
+}
+
+fn note_retirements(retirements: &Mutex<HashMap<String, u64>>, ring: &KeyRing) {
+    let now = crate::clock::unix_now();
+    let mut seen = retirements
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for key in ring.keys() {
+        if key.status == KeyStatus::Retired {
+            seen.entry(key.kid.clone()).or_insert(now);
+        } else {
+            seen.remove(&key.kid);
+        }
     }
 }

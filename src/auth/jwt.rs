@@ -1,14 +1,11 @@
 //! Access tokens: issuing and verifying signed JWTs (RFC 9068 `at+jwt` profile).
 //!
-//! Verification is stricter than `jsonwebtoken`'s defaults: the algorithm is pinned by
-//! configuration, the JOSE header is inspected independently (no `crit`, no key-fetching
+//! Verification is stricter than `jsonwebtoken`'s defaults: the key is chosen by the header's
+//! `kid` from the configured ring and its algorithm is the key's own (a token's `alg` only has
+//! to agree), the JOSE header is inspected independently (no `crit`, no key-fetching
 //! parameters, only JWT-ish `typ`), claims are parsed into a typed struct so duplicates and
 //! wrong types fail, and every time check (`exp`, `nbf`, `iat`) runs against the caller's
 //! clock so there is exactly one notion of "now".
-//!
-//! Only HMAC keys exist today. Asymmetric algorithms and a key ring (kid → key) fit by
-//! adding variants to [`SigningAlgorithm`] and replacing the single key pair in
-//! [`TokenKeys`] with a map looked up by the header's `kid` (already length-capped here).
 
 use std::fmt;
 use std::time::Duration;
@@ -16,15 +13,19 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{DecodingKey, Header, Validation};
 use serde::de::IgnoredAny;
-use serde::{Deserialize, Deserializer, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Serialize;
 
+use super::keys::KeyRing;
 use crate::error::TokenError;
 
+pub mod algorithm;
 mod claims;
+mod header;
+pub use algorithm::SigningAlgorithm;
 use claims::{check_subject, json_depth_exceeds, merge_scopes, InClaims, MAX_JSON_DEPTH};
+pub use header::{read_head, TokenHead};
 
 /// Tokens longer than this are rejected before any decoding (bounds parsing work).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -37,38 +38,11 @@ const MAX_CV_BYTES: usize = 64;
 /// The `typ` header of the tokens we issue (RFC 9068).
 pub const TOKEN_TYPE: &str = "at+jwt";
 
-/// Signing algorithm, fixed by configuration; never taken from a token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SigningAlgorithm {
-    HS256,
-    HS384,
-    HS512,
-}
-
-impl SigningAlgorithm {
-    /// The JOSE `alg` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::HS256 => "HS256",
-            Self::HS384 => "HS384",
-            Self::HS512 => "HS512",
-        }
-    }
-
-    fn jwt(self) -> Algorithm {
-        match self {
-            Self::HS256 => Algorithm::HS256,
-            Self::HS384 => Algorithm::HS384,
-            Self::HS512 => Algorithm::HS512,
-        }
-    }
-}
-
 /// Token configuration of one config generation.
 #[derive(Clone)]
 pub struct TokenSettings {
-    pub algorithm: SigningAlgorithm,
-    pub secret: Vec<u8>,
+    /// The signing and verifying keys (`tokens.keys`, or the one `tokens.secret`).
+    pub ring: KeyRing,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub ttl: Duration,
@@ -94,11 +68,11 @@ pub struct UserClaims<'a> {
 }
 
 impl fmt::Debug for TokenSettings {
-    // Hand-written so the secret never reaches a log via `{:?}` of the config.
+    // Hand-written so key material never reaches a log via `{:?}` of the config (the ring's
+    // own Debug prints ids and states only).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSettings")
-            .field("algorithm", &self.algorithm)
-            .field("secret", &"<redacted>")
+            .field("ring", &self.ring)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("ttl", &self.ttl)
@@ -133,11 +107,9 @@ pub struct VerifiedToken {
 /// Keys and validation rules, built once per config snapshot.
 #[derive(Clone)]
 pub struct TokenKeys {
-    algorithm: SigningAlgorithm,
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-    kid: String,
+    ring: KeyRing,
+    /// One per ring key, same order: the key's algorithm pinned, our `iss`/`aud` required.
+    validations: Vec<Validation>,
     issuer: Option<String>,
     audience: Option<String>,
     ttl: u64,
@@ -148,8 +120,7 @@ pub struct TokenKeys {
 impl fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenKeys")
-            .field("algorithm", &self.algorithm)
-            .field("kid", &self.kid)
+            .field("ring", &self.ring)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("ttl", &self.ttl)
@@ -179,63 +150,115 @@ struct OutClaims<'a> {
     name: Option<&'a str>,
 }
 
-/// The JOSE header as we read it, independently of jsonwebtoken.
-#[derive(Deserialize)]
-struct JoseHeader {
-    alg: Option<String>,
-    typ: Option<String>,
-    kid: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    crit: bool,
-    #[serde(default, deserialize_with = "present")]
-    jku: bool,
-    #[serde(default, deserialize_with = "present")]
-    x5u: bool,
-    #[serde(default, deserialize_with = "present")]
-    jwk: bool,
-    #[serde(default, deserialize_with = "present")]
-    x5c: bool,
+/// A validation that checks the signature under `alg` and, when given, `iss` and `aud`
+/// (and the presence of `exp` and `sub`); the times are ours to check against our clock.
+pub(crate) fn validation(
+    alg: SigningAlgorithm,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Validation {
+    let alg = alg.jwt();
+    let mut validation = Validation::new(alg);
+    validation.algorithms = vec![alg];
+    let mut required = vec!["exp", "sub"];
+    if let Some(iss) = issuer {
+        validation.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    match audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        // With no audience configured there is nothing to compare `aud` against, and
+        // jsonwebtoken would reject every token that carries one. Only holders of our
+        // keys can mint tokens, so an `aud` we never asked about is accepted as-is;
+        // operators who share a secret between services should configure audiences.
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    // exp/nbf/iat are checked against the caller's `now` (one clock, testable, same leeway
+    // semantics for all three); jsonwebtoken would read the wall clock instead. `exp` stays
+    // required above, so its presence is still enforced by the library too.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation
 }
 
-/// True whenever the member exists, whatever its value (even `null`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    IgnoredAny::deserialize(d).map(|_| true)
+/// Check `token`'s signature with `key` under `validation` (which pins the algorithm).
+pub(crate) fn check_signature(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<(), TokenError> {
+    // The library parses the claims into its target type *before* validating, so we give it
+    // none and parse typed claims afterwards: its precise errors win, and our parse sees only
+    // signed data.
+    jsonwebtoken::decode::<IgnoredAny>(token, key, validation)
+        .map(|_| ())
+        .map_err(map_error)
+}
+
+/// The time rules every token meets: `exp`, `nbf` and `iat` against `now` with `leeway`, and
+/// a lifetime no longer than `max_lifetime` (RFC 8725 §3.10: a leaked or forged-by-insider
+/// ten-year token stops at the lifetime we would accept).
+pub(crate) fn check_times(
+    exp: u64,
+    nbf: Option<u64>,
+    iat: Option<u64>,
+    now: u64,
+    leeway: u64,
+    max_lifetime: u64,
+) -> Result<(), TokenError> {
+    if now >= exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    let late_now = now.saturating_add(leeway);
+    if nbf.is_some_and(|nbf| nbf > late_now) {
+        return Err(TokenError::NotYetValid);
+    }
+    if iat.is_some_and(|iat| iat > late_now) {
+        return Err(TokenError::IssuedInFuture);
+    }
+    let max_lifetime = max_lifetime.saturating_add(leeway);
+    if exp > now.saturating_add(max_lifetime) {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    if iat.is_some_and(|iat| now > iat.saturating_add(max_lifetime)) {
+        return Err(TokenError::TooOld);
+    }
+    Ok(())
+}
+
+/// The payload segment decoded, nesting bounded: ready for a typed or a dynamic parse.
+pub(crate) fn payload_json(payload: &str) -> Result<Vec<u8>, TokenError> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed)?;
+    // serde skips unknown claims without a depth limit; bound nesting before parsing.
+    if json_depth_exceeds(&raw, MAX_JSON_DEPTH) {
+        return Err(TokenError::Malformed);
+    }
+    Ok(raw)
 }
 
 impl TokenKeys {
     pub fn new(settings: TokenSettings) -> Self {
-        let alg = settings.algorithm.jwt();
-        let mut validation = Validation::new(alg);
-        validation.algorithms = vec![alg];
-        let mut required = vec!["exp", "sub"];
-        if let Some(iss) = &settings.issuer {
-            validation.set_issuer(&[iss]);
-            required.push("iss");
-        }
-        match &settings.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            // With no audience configured there is nothing to compare `aud` against, and
-            // jsonwebtoken would reject every token that carries one. Only holders of our
-            // secret can mint tokens, so an `aud` we never asked about is accepted as-is;
-            // operators who share the secret between services should configure audiences.
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        // exp/nbf/iat are checked in `verify` against the caller's `now` (one clock, testable,
-        // same leeway semantics for all three); jsonwebtoken would read the wall clock instead.
-        // `exp` stays required above, so its presence is still enforced by the library too.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.leeway = settings.leeway.as_secs();
+        let validations = settings
+            .ring
+            .keys()
+            .iter()
+            .map(|key| {
+                validation(
+                    key.algorithm,
+                    settings.issuer.as_deref(),
+                    settings.audience.as_deref(),
+                )
+            })
+            .collect();
         Self {
-            algorithm: settings.algorithm,
-            encoding: EncodingKey::from_secret(&settings.secret),
-            decoding: DecodingKey::from_secret(&settings.secret),
-            validation,
-            kid: key_id(settings.algorithm, &settings.secret),
+            ring: settings.ring,
+            validations,
             issuer: settings.issuer,
             audience: settings.audience,
             ttl: settings.ttl.as_secs(),
@@ -244,13 +267,22 @@ impl TokenKeys {
         }
     }
 
-    /// The `kid` put in issued tokens: a truncated, domain-separated hash of the key.
+    /// The `kid` put in issued tokens: the active key's.
     pub fn kid(&self) -> &str {
-        &self.kid
+        &self.ring.active().kid
     }
 
-    /// Issue an access token. `now` = unix seconds. Of `user`'s profile fields, only those
-    /// `tokens.claims` names are put in.
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// `iss` of issued tokens, when configured.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    /// Issue an access token signed by the active key. `now` = unix seconds. Of `user`'s
+    /// profile fields, only those `tokens.claims` names are put in.
     pub fn issue(
         &self,
         subject: &str,
@@ -280,10 +312,11 @@ impl TokenKeys {
             email: user.email.filter(|_| self.profile_claims.email),
             name: user.name.filter(|_| self.profile_claims.name),
         };
-        let mut header = Header::new(self.algorithm.jwt());
+        let key = self.ring.active();
+        let mut header = Header::new(key.algorithm.jwt());
         header.typ = Some(TOKEN_TYPE.to_owned());
-        header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, key.encoding())
             .map_err(|_| TokenError::Internal)?;
         Ok(IssuedToken {
             token,
@@ -292,48 +325,31 @@ impl TokenKeys {
         })
     }
 
-    /// Verify a bearer token. `now` = unix seconds.
+    /// Verify a bearer token issued by this gateway (or another holder of its keys).
+    /// `now` = unix seconds.
     pub fn verify(&self, token: &str, now: u64) -> Result<VerifiedToken, TokenError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::TooLarge);
-        }
-        let payload = self.check_header(token)?;
-        // Signature, iss, aud and presence of exp/sub. The library parses the claims into
-        // its target type *before* validating, so we give it none and parse our typed
-        // claims afterwards: its precise errors win, and our parse sees only signed data.
-        jsonwebtoken::decode::<IgnoredAny>(token, &self.decoding, &self.validation)
-            .map_err(map_error)?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| TokenError::Malformed)?;
-        // serde skips unknown claims without a depth limit; bound nesting before parsing.
-        if json_depth_exceeds(&raw, MAX_JSON_DEPTH) {
-            return Err(TokenError::Malformed);
-        }
+        let head = read_head(token)?;
+        self.verify_head(token, &head, now)
+    }
+
+    /// [`Self::verify`] for a token whose head was already read.
+    pub fn verify_head(
+        &self,
+        token: &str,
+        head: &TokenHead<'_>,
+        now: u64,
+    ) -> Result<VerifiedToken, TokenError> {
+        self.check_signed_by_ring(token, head)?;
+        let raw = payload_json(head.payload)?;
         let claims: InClaims = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
-        if now >= claims.exp.0.saturating_add(self.leeway) {
-            return Err(TokenError::Expired);
-        }
-        let late_now = now.saturating_add(self.leeway);
-        if claims.nbf.is_some_and(|nbf| nbf.0 > late_now) {
-            return Err(TokenError::NotYetValid);
-        }
-        if claims.iat.as_ref().is_some_and(|iat| iat.0 > late_now) {
-            return Err(TokenError::IssuedInFuture);
-        }
-        // Never trust a lifetime the gateway would not issue (RFC 8725 §3.10): a leaked or
-        // forged-by-insider ten-year token stops at `ttl`, and shortening `ttl` by reload
-        // shortens every token already out.
-        let max_lifetime = self.ttl.saturating_add(self.leeway);
-        if claims.exp.0 > now.saturating_add(max_lifetime) {
-            return Err(TokenError::LifetimeTooLong);
-        }
-        if claims
-            .iat
-            .is_some_and(|iat| now > iat.0.saturating_add(max_lifetime))
-        {
-            return Err(TokenError::TooOld);
-        }
+        check_times(
+            claims.exp.0,
+            claims.nbf.map(|d| d.0),
+            claims.iat.map(|d| d.0),
+            now,
+            self.leeway,
+            self.ttl,
+        )?;
         check_subject(&claims.sub)?;
         if claims
             .jti
@@ -359,58 +375,33 @@ impl TokenKeys {
         })
     }
 
-    /// Our own look at the JOSE header, before the library touches the token.
-    /// Returns the (still unverified) payload segment.
-    fn check_header<'t>(&self, token: &'t str) -> Result<&'t str, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(head), Some(payload), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let raw = URL_SAFE_NO_PAD
-            .decode(head)
-            .map_err(|_| TokenError::Malformed)?;
-        let header: JoseHeader = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
-        match header.alg.as_deref() {
-            None => return Err(TokenError::Malformed),
-            // Compared only to reject early; the library is given the configured algorithm.
-            Some(alg) if alg != self.algorithm.name() => {
-                return Err(TokenError::UnsupportedAlgorithm)
+    /// The signature (and `iss`/`aud`) under the ring key the header names. A token without
+    /// `kid` (minted by a service sharing a secret) is tried against the keys of its `alg`.
+    fn check_signed_by_ring(&self, token: &str, head: &TokenHead<'_>) -> Result<(), TokenError> {
+        let mut keys = self.ring.keys().iter().zip(&self.validations);
+        if let Some(kid) = head.kid.as_deref().filter(|_| self.ring.kid_selects_key()) {
+            let (key, validation) = keys
+                .find(|(key, _)| key.kid == kid)
+                .ok_or(TokenError::UnknownKey)?;
+            if key.algorithm != head.alg {
+                return Err(TokenError::UnsupportedAlgorithm);
             }
-            Some(_) => {}
+            return check_signature(token, &key.decoding, validation);
         }
-        if header.crit {
-            return Err(TokenError::CriticalHeader);
-        }
-        // We never fetch or accept keys named by the token itself.
-        if header.jku || header.x5u || header.jwk || header.x5c {
-            return Err(TokenError::KeyReferenceHeader);
-        }
-        if let Some(typ) = header.typ.as_deref() {
-            // RFC 7515 §4.1.9: an omitted "application/" prefix is implied.
-            let typ = typ.strip_prefix("application/").unwrap_or(typ);
-            if !typ.eq_ignore_ascii_case("JWT") && !typ.eq_ignore_ascii_case(TOKEN_TYPE) {
-                return Err(TokenError::UnexpectedType);
+        // Active key first: the one a kid-less token most likely came from.
+        let active = &self.ring.active().kid;
+        let (first, rest): (Vec<_>, Vec<_>) = keys
+            .filter(|(key, _)| key.algorithm == head.alg)
+            .partition(|(key, _)| &key.kid == active);
+        let mut outcome = Err(TokenError::UnsupportedAlgorithm);
+        for (key, validation) in first.into_iter().chain(rest) {
+            outcome = check_signature(token, &key.decoding, validation);
+            if !matches!(outcome, Err(TokenError::InvalidSignature)) {
+                break;
             }
         }
-        if header.kid.is_some_and(|kid| kid.len() > MAX_KID_BYTES) {
-            return Err(TokenError::Malformed);
-        }
-        Ok(payload)
+        outcome
     }
-}
-
-fn key_id(alg: SigningAlgorithm, secret: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(b"portcullis-kid-v1\0");
-    h.update(alg.name().as_bytes());
-    h.update(b"\0");
-    h.update(secret);
-    h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
@@ -433,6 +424,7 @@ fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
             "nbf" => "nbf",
             _ => "unknown",
         }),
+        // A malformed signature (wrong length for the curve) is a bad signature, not ours.
         ErrorKind::InvalidEcdsaKey
         | ErrorKind::InvalidEddsaKey
         | ErrorKind::InvalidRsaKey(_)
@@ -446,15 +438,35 @@ fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::keys::{generate_private_key, KeyMaterial, KeyStatus, RingKey};
     use jsonwebtoken::crypto::sign;
+    use jsonwebtoken::{Algorithm, EncodingKey};
 
     const NOW: u64 = 1_700_000_000;
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn keys(issuer: Option<&str>, audience: Option<&str>) -> TokenKeys {
+        let key = RingKey::new(
+            crate::auth::keys::derived_kid(SigningAlgorithm::HS256, SECRET),
+            SigningAlgorithm::HS256,
+            KeyStatus::Active,
+            None,
+            KeyMaterial::Secret(SECRET.to_vec()),
+        )
+        .expect("key");
         TokenKeys::new(TokenSettings {
-            algorithm: SigningAlgorithm::HS256,
-            secret: SECRET.to_vec(),
+            ring: KeyRing::single_secret(key).expect("ring"),
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+            ttl: Duration::from_secs(3600),
+            leeway: Duration::from_secs(30),
+            profile_claims: ProfileClaims::default(),
+        })
+    }
+
+    fn ring_keys(ring: Vec<RingKey>, issuer: Option<&str>, audience: Option<&str>) -> TokenKeys {
+        TokenKeys::new(TokenSettings {
+            ring: KeyRing::new(ring).expect("ring"),
             issuer: issuer.map(str::to_owned),
             audience: audience.map(str::to_owned),
             ttl: Duration::from_secs(3600),
@@ -760,5 +772,125 @@ mod tests {
         );
         let e = verify(&k, &t).expect_err("rejected").to_string();
         assert!(!e.contains("SECRET"), "{e}");
+    }
+
+    fn asymmetric(kid: &str, alg: SigningAlgorithm, status: KeyStatus) -> (RingKey, String) {
+        let pem = generate_private_key(alg).expect("generate");
+        let key = RingKey::new(
+            kid.into(),
+            alg,
+            status,
+            None,
+            KeyMaterial::PrivatePem(pem.clone()),
+        )
+        .expect("key");
+        (key, pem)
+    }
+
+    #[test]
+    fn es256_and_eddsa_sign_and_verify_with_their_kid() {
+        for alg in [SigningAlgorithm::ES256, SigningAlgorithm::EdDSA] {
+            let (key, _) = asymmetric("k1", alg, KeyStatus::Active);
+            let k = ring_keys(vec![key], Some("https://pc"), None);
+            let t = k
+                .issue("alex", &["read"], UserClaims::default(), NOW)
+                .expect("issue");
+            let head = read_head(&t.token).expect("head");
+            assert_eq!(head.alg, alg);
+            assert_eq!(head.kid.as_deref(), Some("k1"));
+            let v = verify(&k, &t.token).expect("verify");
+            assert_eq!(v.subject, "alex");
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_tokens_of_every_ring_key_valid() {
+        let (old, old_pem) = asymmetric("old", SigningAlgorithm::ES256, KeyStatus::Active);
+        let (next, next_pem) = asymmetric("new", SigningAlgorithm::EdDSA, KeyStatus::Next);
+        let before = ring_keys(vec![old, next], None, None);
+        let token = before
+            .issue("alex", &[], UserClaims::default(), NOW)
+            .expect("issue")
+            .token;
+        // Promote: `new` signs, `old` retires and still verifies.
+        let retired = RingKey::new(
+            "old".into(),
+            SigningAlgorithm::ES256,
+            KeyStatus::Retired,
+            None,
+            KeyMaterial::PrivatePem(old_pem),
+        )
+        .expect("old");
+        let active = RingKey::new(
+            "new".into(),
+            SigningAlgorithm::EdDSA,
+            KeyStatus::Active,
+            None,
+            KeyMaterial::PrivatePem(next_pem),
+        )
+        .expect("new");
+        let after = ring_keys(vec![retired, active], None, None);
+        assert!(
+            verify(&after, &token).is_ok(),
+            "a retired key still verifies"
+        );
+        let fresh = after
+            .issue("alex", &[], UserClaims::default(), NOW)
+            .expect("issue")
+            .token;
+        assert_eq!(read_head(&fresh).expect("head").kid.as_deref(), Some("new"));
+        assert!(
+            verify(&before, &fresh).is_ok(),
+            "a published next key already verifies"
+        );
+    }
+
+    #[test]
+    fn unknown_kid_and_alg_disagreeing_with_the_key_are_refused() {
+        let (key, _) = asymmetric("k1", SigningAlgorithm::ES256, KeyStatus::Active);
+        let k = ring_keys(vec![key], None, None);
+        let t = hs256(r#"{"alg":"HS256","kid":"nope"}"#, &claims(""));
+        assert_eq!(verify(&k, &t).err(), Some(TokenError::UnknownKey));
+        let t = hs256(r#"{"alg":"HS256","kid":"k1"}"#, &claims(""));
+        assert_eq!(verify(&k, &t).err(), Some(TokenError::UnsupportedAlgorithm));
+        let t = hs256(r#"{"alg":"HS256"}"#, &claims(""));
+        assert_eq!(verify(&k, &t).err(), Some(TokenError::UnsupportedAlgorithm));
+    }
+
+    #[test]
+    fn the_public_key_used_as_an_hmac_secret_is_refused() {
+        // THREATS J-02: alg confusion. Sign HS256 with the published key bytes (the SEC1
+        // point, its PEM, its JWK JSON) and name the EC key's kid.
+        let (key, _) = asymmetric("k1", SigningAlgorithm::ES256, KeyStatus::Active);
+        let k = ring_keys(vec![key], None, None);
+        let jwks = k.ring().jwks();
+        for secret in [jwks.as_bytes(), b"k1".as_slice()] {
+            for header in [r#"{"alg":"HS256","kid":"k1"}"#, r#"{"alg":"HS256"}"#] {
+                let t = forge(Algorithm::HS256, secret, header, &claims(""));
+                assert!(verify(&k, &t).is_err(), "{header}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_kidless_token_tries_the_keys_of_its_algorithm() {
+        let (es, _) = asymmetric("es", SigningAlgorithm::ES256, KeyStatus::Active);
+        let hs = RingKey::new(
+            "hs".into(),
+            SigningAlgorithm::HS256,
+            KeyStatus::Retired,
+            None,
+            KeyMaterial::Secret(SECRET.to_vec()),
+        )
+        .expect("hs");
+        let k = ring_keys(vec![es, hs], None, None);
+        assert!(verify(&k, &hs256(r#"{"alg":"HS256"}"#, &claims(""))).is_ok());
+        let wrong = forge(
+            Algorithm::HS256,
+            b"another-secret-another-secret-xx",
+            r#"{"alg":"HS256"}"#,
+            &claims(""),
+        );
+        assert_eq!(verify(&k, &wrong).err(), Some(TokenError::InvalidSignature));
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod bearer;
 pub mod jwt;
+pub mod keys;
 pub mod lockout;
 pub mod password;
 pub mod revocation;

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::rule_test;
+use crate::auth::keys::stranded_keys;
 use crate::config::lint::{self, Warning};
 use crate::config::{Config, ConfigError};
+use crate::reload::describe_stranded;
 
 /// How `check` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -18,8 +20,26 @@ pub enum CheckFormat {
     Json,
 }
 
-pub fn check(path: &Path, strict: bool, tests: &[PathBuf], format: CheckFormat) -> ExitCode {
-    let config = match Config::load(path) {
+/// What `check` was asked to do besides validating.
+#[derive(Debug)]
+pub struct CheckOptions<'a> {
+    pub strict: bool,
+    pub tests: &'a [PathBuf],
+    pub format: CheckFormat,
+    pub previous: Option<&'a Path>,
+}
+
+pub fn check(path: &Path, options: &CheckOptions<'_>) -> ExitCode {
+    let CheckOptions {
+        strict,
+        tests,
+        format,
+        previous,
+    } = *options;
+    let config = match Config::load(path).and_then(|config| match previous {
+        Some(previous) => removed_keys(path, &config, previous).map(|()| config),
+        None => Ok(config),
+    }) {
         Ok(config) => config,
         Err(err) => {
             match format {
@@ -71,6 +91,34 @@ pub fn check(path: &Path, strict: bool, tests: &[PathBuf], format: CheckFormat) 
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// An error when `config` drops a signing key that `previous` has while tokens it signed may
+/// still be valid.
+fn removed_keys(path: &Path, config: &Config, previous: &Path) -> Result<(), ConfigError> {
+    let before = Config::ring_states(previous)?;
+    let now: Vec<_> = config
+        .tokens
+        .ring
+        .keys()
+        .iter()
+        .map(|k| k.state())
+        .collect();
+    let lifetime = (config.tokens.ttl + config.tokens.leeway).as_secs();
+    let clock = crate::clock::unix_now();
+    let stranded = stranded_keys(&before, &now, lifetime, clock);
+    if stranded.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError {
+        file: path.to_owned(),
+        position: config.positions.keys.first().copied().flatten(),
+        message: stranded
+            .iter()
+            .map(|key| describe_stranded(key, clock))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
 }
 
 /// Routes that none of the rule tests in `tests` reach, as warnings.

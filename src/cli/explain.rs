@@ -63,6 +63,9 @@ pub fn explain(
         }
         Some(Destination::Login) => println!("endpoint: login (served by the gateway)"),
         Some(Destination::Logout) => println!("endpoint: logout (served by the gateway)"),
+        Some(Destination::WellKnown(_)) => {
+            println!("endpoint: published document (served by the gateway, no token)")
+        }
         Some(Destination::NoRoute) => println!("route:    none"),
         Some(Destination::Route { index, route }) => {
             println!("route:    #{} {} ({})", index + 1, route.id, route.pattern);
@@ -79,6 +82,9 @@ pub fn explain(
             println!("decision: forwarded to `{upstream}` ({why})");
         }
         (Ok(_), Some(Destination::Login)) => println!("decision: answered by the login endpoint"),
+        (Ok(_), Some(Destination::WellKnown(_))) => {
+            println!("decision: answered by the gateway (published document)")
+        }
         (Ok(_), _) => println!("decision: answered by the logout endpoint"),
     }
     ExitCode::SUCCESS

@@ -2,6 +2,7 @@
 
 mod check;
 mod explain;
+mod gen_key;
 mod rule_test;
 
 use std::io::{IsTerminal, Read, Write};
@@ -47,6 +48,10 @@ enum Command {
         /// `text` for people, `json` for CI annotations.
         #[arg(long, value_enum, default_value = "text")]
         format: check::CheckFormat,
+        /// The version of the config now deployed (e.g. `git show HEAD:gateway.yaml`): fail
+        /// if a signing key it has is removed while tokens it signed may still be valid.
+        #[arg(long)]
+        previous: Option<PathBuf>,
     },
     /// Run rule-test files: each case's request must get its expected decision. Exit 1 if
     /// any does not.
@@ -77,6 +82,15 @@ enum Command {
     HashPassword,
     /// Print the JSON Schema (draft 2020-12) of `gateway.yaml`, for editors and CI.
     Schema,
+    /// Make a new private signing key for `tokens.keys` (PKCS#8 PEM, file mode 0600).
+    GenKey {
+        /// ES256 (P-256) or EdDSA (Ed25519).
+        #[arg(long, value_enum)]
+        alg: gen_key::KeyAlgorithm,
+        /// Write the key to this new file (never overwritten); without it, print it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `--version`: the crate version and what it was built with. The crate defines no cargo
@@ -101,7 +115,16 @@ pub fn main(cli: Cli) -> ExitCode {
             strict,
             tests,
             format,
-        } => check::check(&cli.config, strict, &tests, format),
+            previous,
+        } => check::check(
+            &cli.config,
+            &check::CheckOptions {
+                strict,
+                tests: &tests,
+                format,
+                previous: previous.as_deref(),
+            },
+        ),
         Command::Test { files, format } => {
             rule_test::test(&cli.config, &files, format == TestFormat::Junit)
         }
@@ -120,6 +143,7 @@ pub fn main(cli: Cli) -> ExitCode {
             explain::explain(&cli.config, &request, scopes, token)
         }
         Command::HashPassword => hash_password(),
+        Command::GenKey { alg, out } => gen_key::gen_key(alg, out.as_deref()),
         Command::Schema => {
             // A closed pipe (`| head`) is not an error worth a panic.
             let _ = writeln!(std::io::stdout(), "{}", crate::config::schema());

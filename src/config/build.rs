@@ -5,9 +5,10 @@ use super::file::{Location, Spanned};
 use super::units::{interpolate, parse_duration, parse_size};
 mod identity;
 mod routes;
+mod tokens;
+pub(super) use tokens::ring_states;
 
 use super::*;
-use crate::auth::jwt::{ProfileClaims, SigningAlgorithm, TokenSettings};
 use crate::auth::lockout::LockoutPolicy;
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -120,7 +121,9 @@ impl Builder {
             .map(|v| parse_net(&v.value).map_err(|e| self.at(v, format!("trusted_proxies: {e}"))))
             .collect::<Result<_, _>>()?;
         let limits = self.limits(&raw.limits)?;
-        let (tokens, secret_is_random) = self.tokens(&raw.tokens)?;
+        let mut files = vec![self.file.clone()];
+        let mut digest_input = text.to_owned();
+        let tokens = self.tokens(&raw.tokens, &mut files, &mut digest_input)?;
         let login = self.login(&raw.login)?;
         let log_format = match &raw.log.format {
             None => LogFormat::Pretty,
@@ -136,8 +139,6 @@ impl Builder {
             },
         };
         let vocabulary = self.vocabulary(&raw.scopes)?;
-        let mut files = vec![self.file.clone()];
-        let mut digest_input = text.to_owned();
         let users = self.users(&raw, &vocabulary, &mut files, &mut digest_input)?;
         if let Some(paths) = &tls {
             // Certificates reload too: their content is part of what makes a new generation,
@@ -162,6 +163,13 @@ impl Builder {
                 .secret
                 .as_ref()
                 .and_then(|s| position(&s.referenced)),
+            keys: raw
+                .tokens
+                .keys
+                .iter()
+                .flatten()
+                .map(|k| position(&k.referenced))
+                .collect(),
         };
         Ok(Config {
             source: self.file.clone(),
@@ -172,8 +180,9 @@ impl Builder {
             admin,
             trusted_proxies,
             limits,
-            tokens,
-            secret_is_random,
+            tokens: tokens.settings,
+            secret_is_random: tokens.secret_is_random,
+            generated_keys: tokens.generated_keys,
             login,
             log_format,
             vocabulary,
@@ -264,90 +273,6 @@ impl Builder {
                 d.write_timeout,
             )?,
         })
-    }
-
-    fn tokens(&self, raw: &file::TokensFile) -> Result<(TokenSettings, bool), ConfigError> {
-        let algorithm = match &raw.algorithm {
-            None => SigningAlgorithm::HS256,
-            Some(v) => match v.value.as_str() {
-                "HS256" => SigningAlgorithm::HS256,
-                "HS384" => SigningAlgorithm::HS384,
-                "HS512" => SigningAlgorithm::HS512,
-                other => {
-                    return Err(self.at(
-                        v,
-                        format!(
-                            "tokens.algorithm: `{other}` is not supported (HS256, HS384 or HS512)"
-                        ),
-                    ))
-                }
-            },
-        };
-        let (secret, secret_is_random) = match &raw.secret {
-            None => (process_secret(), true),
-            Some(v) => {
-                let secret = self.string(v, "tokens.secret")?;
-                if secret.len() < MIN_SECRET_BYTES {
-                    return Err(self.at(
-                        v,
-                        format!(
-                            "tokens.secret: must be at least {MIN_SECRET_BYTES} bytes (got {})",
-                            secret.len()
-                        ),
-                    ));
-                }
-                (secret.into_bytes(), false)
-            }
-        };
-        let optional =
-            |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, ConfigError> {
-                v.as_ref().map(|v| self.string(v, key)).transpose()
-            };
-        let ttl = self.duration(
-            &raw.ttl,
-            "tokens.ttl",
-            Duration::from_secs(3600),
-            MAX_PERIOD,
-        )?;
-        if ttl.is_zero() {
-            return Err(self.err(
-                raw.ttl.as_ref().map(|v| &v.referenced),
-                "tokens.ttl: must be positive",
-            ));
-        }
-        Ok((
-            TokenSettings {
-                algorithm,
-                secret,
-                issuer: optional(&raw.issuer, "tokens.issuer")?,
-                audience: optional(&raw.audience, "tokens.audience")?,
-                ttl,
-                leeway: self.timeout(&raw.leeway, "tokens.leeway", Duration::from_secs(30))?,
-                profile_claims: self.profile_claims(&raw.claims)?,
-            },
-            secret_is_random,
-        ))
-    }
-
-    /// `tokens.claims`: which profile fields issued tokens carry.
-    fn profile_claims(
-        &self,
-        raw: &Option<Vec<Spanned<String>>>,
-    ) -> Result<ProfileClaims, ConfigError> {
-        let mut claims = ProfileClaims::default();
-        for claim in raw.iter().flatten() {
-            match claim.value.as_str() {
-                "email" => claims.email = true,
-                "name" => claims.name = true,
-                other => {
-                    return Err(self.at(
-                        claim,
-                        format!("tokens.claims: `{other}` is not a profile claim (email, name)"),
-                    ))
-                }
-            }
-        }
-        Ok(claims)
     }
 
     fn login(&self, raw: &file::LoginFile) -> Result<LoginSettings, ConfigError> {

@@ -127,12 +127,16 @@ pub struct TokensFile {
     /// `aud` of issued tokens, required in accepted ones.
     #[schemars(with = "Option<String>")]
     pub audience: Option<Spanned<String>>,
-    /// HS256 (default), HS384 or HS512.
+    /// HS256 (default), HS384 or HS512, with `secret`; or give `keys` instead.
     #[schemars(with = "Option<String>")]
     pub algorithm: Option<Spanned<String>>,
-    /// HMAC key, at least 32 bytes; use `${VAR}`. Unset: random per process.
+    /// HMAC key, at least 32 bytes; use `${VAR}`. Unset (and no `keys`): random per process.
     #[schemars(with = "Option<String>")]
     pub secret: Option<Spanned<String>>,
+    /// The key ring, instead of `algorithm` + `secret`: one `active` key signs, `next` keys
+    /// are published ahead of promotion, `retired` keys verify until their tokens expire.
+    #[schemars(with = "Option<Vec<KeyFile>>")]
+    pub keys: Option<Vec<Spanned<KeyFile>>>,
     /// Access-token lifetime (duration, default 1h, at most 365d).
     #[schemars(with = "Option<String>")]
     pub ttl: Option<Spanned<String>>,
@@ -142,6 +146,26 @@ pub struct TokensFile {
     /// Profile fields issued tokens also carry: `email`, `name`.
     #[schemars(with = "Option<Vec<String>>")]
     pub claims: Option<Vec<Spanned<String>>>,
+}
+
+/// One key of `tokens.keys`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// Key id put in token headers and the JWKS (letters, digits, `.`, `_`, `-`; at most 64).
+    pub kid: String,
+    /// ES256, EdDSA, HS256, HS384 or HS512.
+    pub algorithm: String,
+    /// ES256/EdDSA: PKCS#8 PEM private key file (`${VAR}` allowed; `portcullis gen-key`
+    /// makes one). Omitted: a key generated for this process (demo only).
+    pub key: Option<String>,
+    /// HS256/384/512: the secret, at least 32 bytes; use `${VAR}`.
+    pub secret: Option<String>,
+    /// `active` (signs; exactly one), `next` (published, not yet signing) or `retired`.
+    pub status: String,
+    /// When a `retired` key was retired (RFC 3339, e.g. `2026-12-01T10:00:00Z`): `check`
+    /// says when it may be removed.
+    pub retired_at: Option<String>,
 }
 
 /// `login:` — endpoint path and brute-force regulation.

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use super::{Config, UpstreamTarget};
+use crate::auth::keys::KeyStatus;
 use crate::policy::routes::Access;
+use crate::policy::well_known::https_issuer;
 
 /// The printed report and its warnings.
 #[derive(Debug)]
@@ -148,13 +150,21 @@ fn warnings(config: &Config) -> Vec<Warning> {
             None,
             "tokens.secret is not set: a random secret is used and tokens die with the process",
         ));
-    } else if is_weak_secret(&config.tokens.secret) {
+    } else if config
+        .tokens
+        .ring
+        .keys()
+        .iter()
+        .filter_map(|key| key.hmac_secret())
+        .any(is_weak_secret)
+    {
         warnings.push(Warning::new(
             "secret-weak",
-            at.secret,
-            "tokens.secret looks weak (few distinct characters); use 32+ random bytes",
+            at.secret.or_else(|| at.keys.first().copied().flatten()),
+            "a token secret looks weak (few distinct characters); use 32+ random bytes",
         ));
     }
+    key_warnings(config, &mut warnings);
     let mut users: Vec<_> = config.users.iter().collect();
     users.sort_by(|a, b| a.0.cmp(b.0));
     for (name, user) in users {
@@ -203,4 +213,60 @@ fn warnings(config: &Config) -> Vec<Warning> {
 fn is_weak_secret(secret: &[u8]) -> bool {
     let distinct: HashSet<&u8> = secret.iter().collect();
     distinct.len() < 10
+}
+
+/// The key ring: keys generated per process, a ring with no successor published, retired
+/// keys that may now be removed.
+fn key_warnings(config: &Config, warnings: &mut Vec<Warning>) {
+    let at = &config.positions.keys;
+    let ring = config.tokens.ring.keys();
+    for kid in &config.generated_keys {
+        let position = ring
+            .iter()
+            .position(|k| &k.kid == kid)
+            .and_then(|i| at.get(i).copied().flatten());
+        warnings.push(Warning::new(
+            "key-generated",
+            position,
+            format!("tokens.keys: `{kid}` has no `key` file: a key generated for this process signs, and its tokens die with it"),
+        ));
+    }
+    if let Some(issuer) = config.tokens.issuer.as_deref() {
+        if https_issuer(Some(issuer)).is_none() {
+            warnings.push(Warning::new(
+                "issuer-not-https",
+                None,
+                format!("tokens.issuer `{issuer}` is not an https:// URL: no authorization-server metadata is published (RFC 8414 needs one)"),
+            ));
+        }
+    }
+    if at.is_empty() {
+        return; // `tokens.secret`: no ring to rotate.
+    }
+    if !ring.iter().any(|k| k.status == KeyStatus::Next) {
+        warnings.push(Warning::new(
+            "key-no-next",
+            at.first().copied().flatten(),
+            "tokens.keys: no `next` key is published: verifiers will only learn the next key when it starts signing",
+        ));
+    }
+    let now = crate::clock::unix_now();
+    let lifetime = (config.tokens.ttl + config.tokens.leeway).as_secs();
+    for (index, key) in ring.iter().enumerate() {
+        match (key.status, key.retired_at) {
+            (KeyStatus::Retired, None) => warnings.push(Warning::new(
+                "key-retired-undated",
+                at.get(index).copied().flatten(),
+                format!("tokens.keys: retired key `{}` has no `retired_at`: check cannot tell when its tokens have expired", key.kid),
+            )),
+            (KeyStatus::Retired, Some(since)) if now >= since.saturating_add(lifetime) => {
+                warnings.push(Warning::new(
+                    "key-retired-expired",
+                    at.get(index).copied().flatten(),
+                    format!("tokens.keys: retired key `{}` verifies nothing any more (retired over ttl + leeway ago): it may be removed", key.kid),
+                ))
+            }
+            _ => {}
+        }
+    }
 }

@@ -155,6 +155,8 @@ pub struct Positions {
     pub users: HashMap<String, (u64, u64)>,
     pub upstreams: HashMap<String, (u64, u64)>,
     pub secret: Option<(u64, u64)>,
+    /// By `tokens.keys` index.
+    pub keys: Vec<Option<(u64, u64)>>,
 }
 
 /// The validated configuration of one generation.
@@ -173,6 +175,8 @@ pub struct Config {
     pub tokens: TokenSettings,
     /// The secret was not configured and is random for this process.
     pub secret_is_random: bool,
+    /// `kid`s of ring keys given no key file: generated for this process (demo only).
+    pub generated_keys: Vec<String>,
     pub login: LoginSettings,
     pub log_format: LogFormat,
     pub vocabulary: Vocabulary,
@@ -212,6 +216,22 @@ impl Config {
             message: err.message,
         })?;
         build::Builder::new(path).build(raw, text)
+    }
+
+    /// The key ring `path` names (ids, statuses, retirement times), without loading keys or
+    /// validating the rest: what `check --previous` compares the current ring with.
+    pub fn ring_states(path: &Path) -> Result<Vec<crate::auth::keys::KeyState>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            file: path.to_owned(),
+            position: None,
+            message: format!("cannot read: {err}"),
+        })?;
+        let raw: file::GatewayFile = file::parse(&text).map_err(|err| ConfigError {
+            file: path.to_owned(),
+            position: err.location,
+            message: err.message,
+        })?;
+        build::ring_states(path, &raw.tokens)
     }
 
     /// True when `addr` (a socket peer) is one of the configured trusted proxies.

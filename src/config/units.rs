@@ -121,6 +121,74 @@ pub fn interpolate(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// A UTC RFC 3339 timestamp (`2026-12-01T10:00:00Z`, fractional seconds allowed) as unix
+/// seconds. Only `Z`: a config read by people is clearest in one zone.
+pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not an RFC 3339 UTC time like 2026-12-01T10:00:00Z");
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return Err(bad());
+    }
+    if b[13] != b':' || b[16] != b':' || !matches!(b[b.len() - 1], b'Z' | b'z') {
+        return Err(bad());
+    }
+    let fraction = &text[19..text.len() - 1];
+    if !(fraction.is_empty()
+        || (fraction.len() > 1
+            && fraction.starts_with('.')
+            && fraction[1..].bytes().all(|c| c.is_ascii_digit())))
+    {
+        return Err(bad());
+    }
+    let number = |range: std::ops::Range<usize>| -> Result<u64, String> {
+        let digits = &text[range];
+        if digits.bytes().all(|c| c.is_ascii_digit()) {
+            digits.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if year < 1970
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > month_days[month as usize - 1]
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    let days_before_year: u64 = (1970..year)
+        .map(|y| {
+            if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) {
+                366
+            } else {
+                365
+            }
+        })
+        .sum();
+    let days_before_month: u64 = month_days[..month as usize - 1].iter().sum();
+    let days = days_before_year + days_before_month + day - 1;
+    Ok(days * 86_400 + hour * 3600 + minute * 60 + second.min(59))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +270,24 @@ mod tests {
         let path = std::env::var("PATH").unwrap_or_default();
         assert_eq!(interpolate("x${PATH}y"), Ok(format!("x{path}y")));
         assert!(interpolate("${oops").is_err());
+    }
+
+    #[test]
+    fn rfc3339_utc_times() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_rfc3339("2026-12-01T10:00:00Z"), Ok(1_796_119_200));
+        assert_eq!(parse_rfc3339("2024-02-29T23:59:59.123Z"), Ok(1_709_251_199));
+        for bad in [
+            "2026-12-01",
+            "2026-12-01T10:00:00",
+            "2026-12-01T10:00:00+01:00",
+            "2025-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01T10:00:00.Z",
+            "+026-12-01T10:00:00Z",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
     }
 }

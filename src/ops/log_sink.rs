@@ -206,8 +206,10 @@ mod tests {
         let (sink, guard) = LogSink::start(64 * 1024, stalled).expect("start");
         let batch = vec![b'x'; 32 * 1024];
         let accepted = (0..1000).filter(|_| sink.submit(&batch)).count();
-        // The first batch may already be with the (stalled) writer, the rest wait in the queue.
-        assert!(accepted <= 3, "{accepted} batches of 32 KiB accepted");
+        // The writer may already hold what it took from the queue (at most one queue's worth:
+        // on a busy machine it wakes late and takes two batches at once); the rest wait in
+        // the queue, within its bound.
+        assert!(accepted <= 4, "{accepted} batches of 32 KiB accepted");
         assert!(sink.queued_bytes() <= 64 * 1024);
         // Let every write through from now on.
         for _ in 0..16 {

@@ -116,6 +116,8 @@ pub struct RequestCtx<'s> {
     pub login_user: String,
     pub decision: Decision,
     pub upstream_latency: Option<Duration>,
+    /// `resource_metadata="…"` for the challenge of a refused request (RFC 9728 §5.1).
+    pub resource_metadata: Option<String>,
     /// Every answer, failures included, must be uncacheable (the token endpoint, RFC 6749
     /// §5.1).
     pub no_store: bool,
@@ -140,6 +142,7 @@ impl RequestCtx<'_> {
             login_user: String::new(),
             decision: Decision::Reject,
             upstream_latency: None,
+            resource_metadata: None,
             no_store: false,
         }
     }

@@ -13,6 +13,7 @@ pub mod hygiene;
 pub mod logged_body;
 pub mod login;
 pub mod upstream;
+pub mod well_known;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -54,7 +55,11 @@ pub async fn handle(
             if matches!(failure, Failure::Internal) {
                 tracing::error!(request_id = ?ctx.request_id, "internal error");
             }
-            failure.into_response()
+            let mut response = failure.into_response();
+            if let Some(parameter) = &ctx.resource_metadata {
+                well_known::add_to_challenge(&mut response, parameter);
+            }
+            response
         }
     };
     if ctx.no_store {
@@ -110,6 +115,12 @@ async fn pipeline<'s>(
         }
         Destination::Login => return login::login(shared, snapshot, conn, request, ctx).await,
         Destination::Logout => return login::logout(shared, snapshot, request, ctx).await,
+        Destination::WellKnown(document) => {
+            ctx.route = "well-known";
+            decision::check_document_method(request.method())?;
+            ctx.decision = Decision::Local;
+            return well_known::serve(snapshot, &document, &request);
+        }
         Destination::NoRoute => return Err(Failure::NotFound),
         Destination::Route { route, index } => {
             ctx.route_index = Some(index);
@@ -117,10 +128,11 @@ async fn pipeline<'s>(
         }
     };
     ctx.route = &route.id;
-    ctx.identity = authenticate_for(shared, snapshot, route, request.headers())?;
-    // Set before deciding, so a refused caller is named in the log too.
-    let granted = ctx.identity.as_ref().map(|identity| &identity.granted);
-    let _: Permit = decision::decide(route, granted, &snapshot.config.vocabulary)?;
+    if let Err(failure) = authorize(shared, snapshot, route, request.headers(), ctx) {
+        // Tell the client where to learn what this resource accepts (RFC 9728 §5.1).
+        ctx.resource_metadata = well_known::resource_metadata(&request, &route.pattern);
+        return Err(failure);
+    }
     ctx.decision = Decision::Allow;
     let upstream = route
         .upstream
@@ -167,6 +179,20 @@ async fn pipeline<'s>(
         }
     }
     Ok(response)
+}
+
+/// Authenticate and decide: `Ok` when the route lets this caller through.
+fn authorize(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    route: &Route,
+    headers: &http::HeaderMap,
+    ctx: &mut RequestCtx<'_>,
+) -> Result<Permit, Failure> {
+    ctx.identity = authenticate_for(shared, snapshot, route, headers)?;
+    // Set before deciding, so a refused caller is named in the log too.
+    let granted = ctx.identity.as_ref().map(|identity| &identity.granted);
+    decision::decide(route, granted, &snapshot.config.vocabulary)
 }
 
 fn options_star() -> Response<ResponseBody> {

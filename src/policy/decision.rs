@@ -15,6 +15,7 @@ use crate::error::PathError;
 use crate::policy::authz::{ScopeSet, Vocabulary};
 use crate::policy::path;
 use crate::policy::routes::{Access, Route, RouteTable};
+use crate::policy::well_known::{well_known, WellKnown};
 
 /// The logout endpoint's path (fixed; the login path is configured).
 pub const LOGOUT_PATH: &str = "/logout";
@@ -31,6 +32,8 @@ pub enum Destination<'c> {
     Login,
     /// The logout endpoint (POST only).
     Logout,
+    /// A document under `/.well-known/` the gateway publishes (GET and HEAD only).
+    WellKnown(WellKnown),
     /// A route, by its position in the table (0-based).
     Route { index: usize, route: &'c Route },
     /// No route matches: 404, never forwarded.
@@ -86,6 +89,8 @@ pub fn route<'c>(
         Destination::Login
     } else if path == LOGOUT_PATH {
         Destination::Logout
+    } else if let Some(document) = well_known(&path) {
+        Destination::WellKnown(document)
     } else {
         match routes.find(method, host, &path) {
             Some((index, route)) => Destination::Route { index, route },
@@ -101,6 +106,15 @@ pub fn check_endpoint_method(method: &Method) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure::MethodNotAllowed { allow: "POST" })
+    }
+}
+
+/// Whether the published documents accept `method` (405 with `Allow: GET, HEAD` otherwise).
+pub fn check_document_method(method: &Method) -> Result<(), Failure> {
+    if *method == Method::GET || *method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(Failure::MethodNotAllowed { allow: "GET, HEAD" })
     }
 }
 
@@ -200,6 +214,7 @@ pub fn evaluate<'c>(rules: Rules<'c>, request: Described<'_>) -> Verdict<'c> {
         Destination::Login | Destination::Logout => {
             check_endpoint_method(request.method).map(|()| None)
         }
+        Destination::WellKnown(_) => check_document_method(request.method).map(|()| None),
         Destination::NoRoute => Err(Failure::NotFound),
         Destination::Route { route, .. } => {
             decide(route, request.granted, rules.vocabulary).map(Some)

@@ -13,6 +13,7 @@ mod deploy;
 mod explain;
 mod headers;
 mod hygiene;
+mod keys;
 mod limits;
 mod login;
 mod ops;

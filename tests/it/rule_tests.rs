@@ -206,8 +206,12 @@ fn check_format_json_reports_errors_with_position_and_warnings_with_codes() {
         .flatten()
         .filter_map(|w| w["code"].as_str())
         .collect();
-    // The demo runs without a secret or TLS files on purpose; its tests reach every route.
-    assert_eq!(codes, ["secret-random", "tls-missing"], "{report}");
+    // The demo runs without key or TLS files on purpose; its tests reach every route.
+    assert_eq!(
+        codes,
+        ["key-generated", "key-generated", "tls-missing"],
+        "{report}"
+    );
 
     // Warnings about one entry point at its line.
     std::fs::write(

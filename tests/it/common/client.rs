@@ -247,3 +247,18 @@ impl Connection {
         })
     }
 }
+
+/// A Bearer challenge without its `resource_metadata` parameter, which every 401 and 403 on a
+/// protected route carries last (RFC 9728 §5.1): panics when it is missing, so callers compare
+/// the rest exactly.
+pub fn challenge_without_metadata(value: Option<&str>) -> Option<&str> {
+    let value = value?;
+    let (rest, url) = value
+        .rsplit_once(", resource_metadata=\"")
+        .unwrap_or_else(|| panic!("no resource_metadata in `{value}`"));
+    assert!(
+        url.starts_with("https://") && url.contains("/.well-known/oauth-protected-resource"),
+        "{value}"
+    );
+    Some(rest)
+}

@@ -290,10 +290,18 @@ async fn authorization_header_must_be_exactly_one_bearer_credential() {
         )
         .await;
     assert_eq!(basic.status, 401, "Basic: {}", basic.text());
-    assert_eq!(basic.header("www-authenticate"), Some(plain), "Basic");
+    assert_eq!(
+        challenge_without_metadata(basic.header("www-authenticate")),
+        Some(plain),
+        "Basic"
+    );
     let query = client.get(&format!("/admin/x?access_token={t}"), &[]).await;
     assert_eq!(query.status, 401, "?access_token=: {}", query.text());
-    assert_eq!(query.header("www-authenticate"), Some(plain), "query");
+    assert_eq!(
+        challenge_without_metadata(query.header("www-authenticate")),
+        Some(plain),
+        "query"
+    );
     let form = client
         .call(
             "POST",
@@ -368,14 +376,14 @@ async fn error_responses_follow_rfc6750_and_never_echo_the_token() {
             .await;
         assert_eq!(reply.status, 403, "{}", reply.text());
         assert_eq!(
-            reply.header("www-authenticate"),
+            challenge_without_metadata(reply.header("www-authenticate")),
             Some(r#"Bearer realm="portcullis", error="insufficient_scope", scope="write""#)
         );
         assert_eq!(reply.json()["error"], "insufficient_scope");
         let reply = client.get_with_token("/admin/x", &read).await;
         assert_eq!(reply.status, 403);
         assert_eq!(
-            reply.header("www-authenticate"),
+            challenge_without_metadata(reply.header("www-authenticate")),
             Some(r#"Bearer realm="portcullis", error="insufficient_scope", scope="admin""#)
         );
         let mut everything = reply.text();
