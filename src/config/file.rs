@@ -52,7 +52,8 @@ pub struct GatewayFile {
     /// A YAML file of users, same shape as `users` (relative to this file).
     #[schemars(with = "Option<String>")]
     pub users_file: Option<Spanned<String>>,
-    /// Upstream apps: name → `http://host:port` (or `echo:`), or the long form.
+    /// Upstream apps: name → `http://host:port`, `https://host:port` (or `echo:`), or the long
+    /// form.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, UpstreamFile>")]
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
@@ -233,10 +234,6 @@ pub struct UserFile {
 pub type UsersFile = BTreeMap<String, Spanned<UserFile>>;
 
 /// An upstream: a URL string or the long form.
-///
-/// Deserialized by hand rather than `#[serde(untagged)]`: untagged buffers the value, which
-/// loses the positions of the long form's keys and turns a typo in it into "did not match any
-/// variant". The schema still says "one of the two".
 #[derive(Debug, JsonSchema)]
 #[serde(untagged)]
 pub enum UpstreamFile {
@@ -244,6 +241,9 @@ pub enum UpstreamFile {
     Full(UpstreamFull),
 }
 
+// By hand rather than derived with `#[serde(untagged)]` (which the schema still describes):
+// untagged buffers the value, which loses the positions of the long form's keys and turns a
+// typo in it into "did not match any variant".
 impl<'de> Deserialize<'de> for UpstreamFile {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Either;
