@@ -238,7 +238,7 @@ pub type UsersFile = BTreeMap<String, Spanned<UserFile>>;
 #[serde(untagged)]
 pub enum UpstreamFile {
     Url(String),
-    Full(UpstreamFull),
+    Full(Box<UpstreamFull>),
 }
 
 // By hand rather than derived with `#[serde(untagged)]` (which the schema still describes):
@@ -255,9 +255,12 @@ impl<'de> Deserialize<'de> for UpstreamFile {
             fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<UpstreamFile, E> {
                 Ok(UpstreamFile::Url(url.to_owned()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<UpstreamFile, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<UpstreamFile, A::Error> {
                 let full = serde::de::value::MapAccessDeserializer::new(map);
-                UpstreamFull::deserialize(full).map(UpstreamFile::Full)
+                UpstreamFull::deserialize(full).map(|f| UpstreamFile::Full(Box::new(f)))
             }
         }
         deserializer.deserialize_any(Either)

@@ -170,10 +170,7 @@ mod tests {
             let err = server_name(bad).unwrap_err();
             assert!(err.contains("not a valid DNS name"), "{bad}: {err}");
         }
-        assert!(matches!(
-            server_name("[::1]"),
-            Ok(ServerName::IpAddress(_))
-        ));
+        assert!(matches!(server_name("[::1]"), Ok(ServerName::IpAddress(_))));
     }
 
     #[test]

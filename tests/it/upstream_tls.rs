@@ -78,7 +78,12 @@ fn assert_bad_gateway(reply: &Reply) {
 async fn an_upstream_whose_certificate_the_configured_ca_issued_is_reached_over_tls() {
     let ca = TestCa::new("Upstream CA");
     let up = tls_upstream(&ca, &["127.0.0.1"], None).await;
-    let gw = gateway(&up.url(), "ca: upstream-ca.pem", &[("upstream-ca.pem", &ca.cert_pem)]).await;
+    let gw = gateway(
+        &up.url(),
+        "ca: upstream-ca.pem",
+        &[("upstream-ca.pem", &ca.cert_pem)],
+    )
+    .await;
     for client in [gw.h1(), gw.h2()] {
         let reply = client.get("/public/hello?x=1", &[]).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -97,7 +102,12 @@ async fn an_upstream_certificate_from_another_ca_is_refused_with_502_and_nothing
     let ca = TestCa::new("Upstream CA");
     let other = TestCa::new("Some Other CA");
     let up = tls_upstream(&ca, &["127.0.0.1"], None).await;
-    let gw = gateway(&up.url(), "ca: other-ca.pem", &[("other-ca.pem", &other.cert_pem)]).await;
+    let gw = gateway(
+        &up.url(),
+        "ca: other-ca.pem",
+        &[("other-ca.pem", &other.cert_pem)],
+    )
+    .await;
     for client in [gw.h1(), gw.h2()] {
         assert_bad_gateway(&client.get("/public/hello", &[]).await);
     }
@@ -145,7 +155,10 @@ async fn the_certificate_must_name_the_server_name_and_server_name_overrides_the
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(up.count(), 1);
     // Host stays the client's: server_name is only what TLS sends and checks.
-    assert_eq!(up.last().unwrap().header("host").as_deref(), Some("localhost"));
+    assert_eq!(
+        up.last().unwrap().header("host").as_deref(),
+        Some("localhost")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,7 +188,11 @@ async fn an_upstream_that_requires_a_client_certificate_gets_the_configured_one(
     .await;
     let reply = gw.h1().get("/public/a", &[]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    let presented = up.last().unwrap().client_cert.expect("a client certificate");
+    let presented = up
+        .last()
+        .unwrap()
+        .client_cert
+        .expect("a client certificate");
     assert_eq!(presented, client.der);
     // The subject's common name, as encoded in the certificate the upstream received.
     let der: &[u8] = presented.as_ref();
@@ -190,7 +207,12 @@ async fn fixing_the_ca_bundle_on_disk_takes_effect_without_a_restart() {
     let ca = TestCa::new("Upstream CA");
     let wrong = TestCa::new("Wrong CA");
     let up = tls_upstream(&ca, &["127.0.0.1"], None).await;
-    let gw = gateway(&up.url(), "ca: upstream-ca.pem", &[("upstream-ca.pem", &wrong.cert_pem)]).await;
+    let gw = gateway(
+        &up.url(),
+        "ca: upstream-ca.pem",
+        &[("upstream-ca.pem", &wrong.cert_pem)],
+    )
+    .await;
     let _watcher = reload::spawn(gw.config_path.clone(), gw.shared.clone());
     let client = gw.h1();
     assert_bad_gateway(&client.get("/public/a", &[]).await);
@@ -205,7 +227,10 @@ async fn fixing_the_ca_bundle_on_disk_takes_effect_without_a_restart() {
             break;
         }
         assert_bad_gateway(&reply);
-        assert!(Instant::now() < deadline, "still 502 after the CA was fixed");
+        assert!(
+            Instant::now() < deadline,
+            "still 502 after the CA was fixed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(gw.shared.snapshot().generation > generation);
@@ -219,13 +244,27 @@ async fn fixing_the_ca_bundle_on_disk_takes_effect_without_a_restart() {
 async fn a_location_at_the_https_upstreams_own_origin_is_rewritten_to_the_client_origin() {
     let ca = TestCa::new("Upstream CA");
     let up = tls_upstream(&ca, &["127.0.0.1"], None).await;
-    let gw = gateway(&up.url(), "ca: upstream-ca.pem", &[("upstream-ca.pem", &ca.cert_pem)]).await;
+    let gw = gateway(
+        &up.url(),
+        "ca: upstream-ca.pem",
+        &[("upstream-ca.pem", &ca.cert_pem)],
+    )
+    .await;
     let port = up.addr.port();
     for (location, want) in [
-        (format!("https://127.0.0.1:{port}/next?x=1"), "https://localhost/next?x=1".to_owned()),
-        (format!("HTTPS://127.0.0.1:{port}"), "https://localhost".to_owned()),
+        (
+            format!("https://127.0.0.1:{port}/next?x=1"),
+            "https://localhost/next?x=1".to_owned(),
+        ),
+        (
+            format!("HTTPS://127.0.0.1:{port}"),
+            "https://localhost".to_owned(),
+        ),
         // Another scheme on the same host and port is another origin.
-        (format!("http://127.0.0.1:{port}/next"), format!("http://127.0.0.1:{port}/next")),
+        (
+            format!("http://127.0.0.1:{port}/next"),
+            format!("http://127.0.0.1:{port}/next"),
+        ),
         ("/relative".to_owned(), "/relative".to_owned()),
     ] {
         let reply = gw
@@ -250,7 +289,11 @@ fn check(yaml: &str, files: &[(&str, &str)]) -> (i32, String, String) {
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, yaml).unwrap();
     let (code, stdout, stderr) = portcullis(["check".as_ref(), "-c".as_ref(), path.as_os_str()]);
-    (code, format!("{stdout}\n{stderr}"), path.display().to_string())
+    (
+        code,
+        format!("{stdout}\n{stderr}"),
+        path.display().to_string(),
+    )
 }
 
 /// A config whose only upstream, `billing` at `url`, has the `tls:` lines given (each
@@ -305,9 +348,17 @@ fn check_accepts_an_https_upstream_and_names_file_line_and_upstream_for_each_tls
 
     // Line 7 is `tls:`, its keys follow from line 8.
     let http = billing("http://127.0.0.1:9000", &["ca: ca.pem"]);
-    assert_error_at(&check(&http, &files), 8, "only an https:// upstream takes `tls:`");
+    assert_error_at(
+        &check(&http, &files),
+        8,
+        "only an https:// upstream takes `tls:`",
+    );
     let echo = billing("\"echo:\"", &["ca: ca.pem"]);
-    assert_error_at(&check(&echo, &files), 8, "only an https:// upstream takes `tls:`");
+    assert_error_at(
+        &check(&echo, &files),
+        8,
+        "only an https:// upstream takes `tls:`",
+    );
 
     let lonely = billing(url, &["ca: ca.pem", "client_cert: client.pem"]);
     assert_error_at(&check(&lonely, &files), 9, "needs `client_key`");
@@ -321,7 +372,11 @@ fn check_accepts_an_https_upstream_and_names_file_line_and_upstream_for_each_tls
 
     let mismatch = billing(
         url,
-        &["ca: ca.pem", "client_cert: client.pem", "client_key: other-key.pem"],
+        &[
+            "ca: ca.pem",
+            "client_cert: client.pem",
+            "client_key: other-key.pem",
+        ],
     );
     assert_error_at(&check(&mismatch, &files), 9, "not the key of client_cert");
 

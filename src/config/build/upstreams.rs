@@ -131,9 +131,8 @@ impl Builder {
         let (ca, roots) = match settings.and_then(|s| s.ca.as_ref()) {
             Some(v) => {
                 let (path, pem) = self.read_tls_file(v, &key("ca"), inputs)?;
-                let roots = upstream_tls::bundle_roots(&pem).map_err(|e| {
-                    self.at(v, format!("{}: {}: {e}", key("ca"), path.display()))
-                })?;
+                let roots = upstream_tls::bundle_roots(&pem)
+                    .map_err(|e| self.at(v, format!("{}: {}: {e}", key("ca"), path.display())))?;
                 (Some(path), Arc::new(roots))
             }
             None => {
@@ -155,7 +154,8 @@ impl Builder {
         let identity = match (cert, key_file) {
             (None, None) => None,
             (Some(cert), Some(key_file)) => {
-                let (cert_path, cert_pem) = self.read_tls_file(cert, &key("client_cert"), inputs)?;
+                let (cert_path, cert_pem) =
+                    self.read_tls_file(cert, &key("client_cert"), inputs)?;
                 let (_, key_pem) = self.read_tls_file(key_file, &key("client_key"), inputs)?;
                 Some((cert, cert_path, cert_pem, key_pem))
             }
@@ -172,9 +172,13 @@ impl Builder {
                 ))
             }
         };
-        let pem = identity.as_ref().map(|(_, _, cert, key)| ClientIdentityPem { cert, key });
+        let pem = identity
+            .as_ref()
+            .map(|(_, _, cert, key)| ClientIdentityPem { cert, key });
         let client = upstream_tls::client_config(roots, pem).map_err(|e| {
-            let at = identity.as_ref().map_or(upstream_at, |(c, ..)| &c.referenced);
+            let at = identity
+                .as_ref()
+                .map_or(upstream_at, |(c, ..)| &c.referenced);
             self.err(Some(at), format!("upstreams.{name}.tls: {e}"))
         })?;
         Ok(UpstreamTls {

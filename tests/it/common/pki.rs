@@ -95,7 +95,9 @@ impl TestCa {
         let key = rcgen::KeyPair::generate().expect("leaf key");
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = rcgen::CertificateParams::new(names).expect("leaf params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
         Issued {
             cert_pem: cert.pem(),
