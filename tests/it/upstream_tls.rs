@@ -1,6 +1,7 @@
 //! `https://` upstreams (SPEC "upstreams", "Decisions", "Forwarding"): real TLS upstream servers
 //! on 127.0.0.1 with test CAs. Verification is always on: the configured CA, the server name,
-//! mutual TLS, a CA bundle fixed on disk and reloaded, `check`'s errors, and redirects.
+//! mutual TLS, a CA bundle fixed on disk and reloaded, WebSocket tunnels, `check`'s errors, and
+//! redirects.
 #![allow(clippy::unwrap_used)]
 
 use crate::common::*;
@@ -274,6 +275,43 @@ async fn a_location_at_the_https_upstreams_own_origin_is_rewritten_to_the_client
         assert_eq!(reply.status, StatusCode::FOUND, "{location}");
         assert_eq!(reply.header("location"), Some(want.as_str()), "{location}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket
+
+#[tokio::test]
+async fn a_websocket_upgrade_is_tunnelled_to_an_https_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("Upstream CA");
+    let up = tls_upstream(&ca, &["127.0.0.1"], None).await;
+    let gw = gateway(
+        &up.url(),
+        "ca: upstream-ca.pem",
+        &[("upstream-ca.pem", &ca.cert_pem)],
+    )
+    .await;
+    let mut stream = gw.h1().tls().await;
+    stream
+        .write_all(
+            b"GET /public/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+            .await
+            .expect("101 in time")
+            .expect("101");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo_through(&mut stream, b"over tls both ways").await;
 }
 
 // ---------------------------------------------------------------------------------------------
