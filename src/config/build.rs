@@ -6,6 +6,7 @@ use super::units::{interpolate, parse_duration, parse_size};
 mod identity;
 mod routes;
 mod tokens;
+mod upstreams;
 pub(super) use tokens::ring_states;
 
 use super::*;
@@ -150,7 +151,10 @@ impl Builder {
                 files.push(file.clone());
             }
         }
-        let upstreams = self.upstreams(&raw.upstreams)?;
+        let upstreams = self.upstreams(
+            &raw.upstreams,
+            &mut upstreams::Inputs::new(&mut files, &mut digest_input),
+        )?;
         let extra_methods = self.extra_methods(&raw.extra_methods)?;
         let routes = self.routes(&raw.routes, &vocabulary, &upstreams, &extra_methods)?;
         let positions = Positions {
@@ -472,9 +476,9 @@ mod tests {
     }
 
     #[test]
-    fn upstream_urls_are_plain_http_origins() {
+    fn upstream_urls_are_plain_http_or_https_origins() {
         for (url, why) in [
-            ("https://127.0.0.1:9", "only http://"),
+            ("ftp://127.0.0.1:9", "only http:// and https://"),
             ("http://u:p@127.0.0.1:9", "credentials"),
             ("http://127.0.0.1:9/prefix", "path prefix"),
             ("127.0.0.1:9", "scheme"),

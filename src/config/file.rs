@@ -52,7 +52,8 @@ pub struct GatewayFile {
     /// A YAML file of users, same shape as `users` (relative to this file).
     #[schemars(with = "Option<String>")]
     pub users_file: Option<Spanned<String>>,
-    /// Upstream apps: name → `http://host:port` (or `echo:`), or the long form.
+    /// Upstream apps: name → `http://host:port`, `https://host:port` (or `echo:`), or the long
+    /// form.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, UpstreamFile>")]
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
@@ -257,18 +258,44 @@ pub struct UserFile {
 pub type UsersFile = BTreeMap<String, Spanned<UserFile>>;
 
 /// An upstream: a URL string or the long form.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, JsonSchema)]
 #[serde(untagged)]
 pub enum UpstreamFile {
     Url(String),
-    Full(UpstreamFull),
+    Full(Box<UpstreamFull>),
+}
+
+// By hand rather than derived with `#[serde(untagged)]` (which the schema still describes):
+// untagged buffers the value, which loses the positions of the long form's keys and turns a
+// typo in it into "did not match any variant".
+impl<'de> Deserialize<'de> for UpstreamFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = UpstreamFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an upstream URL or a mapping with `url`")
+            }
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<UpstreamFile, E> {
+                Ok(UpstreamFile::Url(url.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<UpstreamFile, A::Error> {
+                let full = serde::de::value::MapAccessDeserializer::new(map);
+                UpstreamFull::deserialize(full).map(|f| UpstreamFile::Full(Box::new(f)))
+            }
+        }
+        deserializer.deserialize_any(Either)
+    }
 }
 
 /// The long form of an upstream.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFull {
-    /// `http://host:port` (no path), or `echo:`.
+    /// `http://host[:port]` or `https://host[:port]` (no path), or `echo:`.
     pub url: String,
     /// Connect deadline (duration).
     pub connect_timeout: Option<String>,
@@ -277,6 +304,30 @@ pub struct UpstreamFull {
     /// Forward the client's (verified) `Authorization` header.
     #[serde(default)]
     pub pass_token: bool,
+    /// TLS settings of an `https://` upstream (certificates are always verified).
+    #[schemars(with = "Option<UpstreamTlsFile>")]
+    pub tls: Option<Spanned<UpstreamTlsFile>>,
+}
+
+/// `upstreams.<name>.tls:` — how the gateway verifies an `https://` upstream and, for mutual
+/// TLS, which certificate it presents. There is no switch to skip verification.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// PEM bundle of CA certificates trusted for this upstream, replacing the system roots
+    /// (`${VAR}` allowed; relative to this file).
+    #[schemars(with = "Option<String>")]
+    pub ca: Option<Spanned<String>>,
+    /// Name sent as SNI and verified in the upstream's certificate (DNS name or IP address;
+    /// default: the URL's host).
+    #[schemars(with = "Option<String>")]
+    pub server_name: Option<Spanned<String>>,
+    /// PEM certificate chain presented to the upstream (mutual TLS; needs `client_key`).
+    #[schemars(with = "Option<String>")]
+    pub client_cert: Option<Spanned<String>>,
+    /// PEM private key of `client_cert`.
+    #[schemars(with = "Option<String>")]
+    pub client_key: Option<Spanned<String>>,
 }
 
 /// One entry of `routes:`.

@@ -188,7 +188,7 @@ fn warnings(config: &Config) -> Vec<Warning> {
                 format!("upstream `{}` is not used by any route", upstream.name),
             ));
         }
-        if upstream.pass_token && upstream.target != UpstreamTarget::Echo {
+        if upstream.pass_token && !matches!(upstream.target, UpstreamTarget::Echo) {
             warnings.push(Warning::new(
                 "upstream-pass-token",
                 at.upstreams.get(&upstream.name).copied(),

@@ -8,12 +8,13 @@ pub mod file;
 pub mod lint;
 pub mod methods;
 pub mod units;
+pub mod upstream_tls;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -24,6 +25,7 @@ use crate::auth::lockout::LockoutPolicy;
 use crate::auth::user::User;
 use crate::policy::authz::Vocabulary;
 use crate::policy::routes::RouteTable;
+use upstream_tls::UpstreamTls;
 
 /// Minimum HMAC secret length (RFC 7518 §3.2: at least the hash size).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -124,11 +126,15 @@ pub enum LogFormat {
 }
 
 /// Where an upstream's requests go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum UpstreamTarget {
+    /// `http://` or `https://` at `authority`.
     Http {
         scheme: Scheme,
         authority: Authority,
+        /// Set exactly when `scheme` is `https`: built with this config generation, so a
+        /// reload that changes (or re-reads) the upstream's TLS files gives it a new one.
+        tls: Option<Arc<UpstreamTls>>,
     },
     /// Built-in `echo:`: answers with what it received.
     Echo,
@@ -165,7 +171,8 @@ pub struct Config {
     pub source: PathBuf,
     /// Where things were written in `source`, for `check`'s warnings.
     pub positions: Positions,
-    /// Every file this config was read from (the config and its `users_file`), for watching.
+    /// Every file this config was read from (the config, its `users_file`, the TLS
+    /// certificates and keys, the upstreams' CA bundles and client certificates), for watching.
     pub files: Vec<PathBuf>,
     pub listen: SocketAddr,
     pub tls: Option<TlsPaths>,

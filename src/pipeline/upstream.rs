@@ -90,7 +90,9 @@ pub fn build_upstream_request(
     };
     let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| Failure::Internal)?;
     parts.uri = match &upstream.target {
-        UpstreamTarget::Http { scheme, authority } => Uri::builder()
+        UpstreamTarget::Http {
+            scheme, authority, ..
+        } => Uri::builder()
             .scheme(scheme.clone())
             .authority(authority.clone())
             .path_and_query(path_and_query)
@@ -129,7 +131,7 @@ pub async fn send(
     mut request: Request<GuardedBody>,
     ctx: &mut RequestCtx<'_>,
 ) -> Result<Response<ResponseBody>, Failure> {
-    if upstream.target == UpstreamTarget::Echo {
+    if matches!(upstream.target, UpstreamTarget::Echo) {
         return Ok(echo::respond(&request));
     }
     let client_upgrade = request

@@ -27,5 +27,6 @@ mod smoke;
 mod smuggling;
 mod threats;
 mod tokens;
+mod upstream_tls;
 mod users;
 mod websocket;

@@ -1,52 +1,14 @@
-//! The routing half of the builder: upstreams, extension methods and the route table.
+//! The routing half of the builder: extension methods and the route table.
 
 use super::file::Spanned;
 use super::methods::ExtraMethods;
-use super::units::{interpolate, parse_duration, parse_size};
+use super::units::parse_size;
 use super::*;
 use crate::policy::authz::{Requirement, Vocabulary};
 use crate::policy::routes::{Access, Route, RouteTable};
-use http::uri::Scheme;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
 
 impl Builder {
-    pub(super) fn upstreams(
-        &self,
-        raw: &BTreeMap<String, Spanned<file::UpstreamFile>>,
-    ) -> Result<HashMap<String, Upstream>, ConfigError> {
-        let mut upstreams = HashMap::with_capacity(raw.len());
-        for (name, spanned) in raw {
-            let (url, connect, timeout, pass_token) = match &spanned.value {
-                file::UpstreamFile::Url(url) => (url.clone(), None, None, false),
-                file::UpstreamFile::Full(f) => (
-                    f.url.clone(),
-                    f.connect_timeout.clone(),
-                    f.timeout.clone(),
-                    f.pass_token,
-                ),
-            };
-            let here = |message: String| self.at(spanned, format!("upstreams.{name}: {message}"));
-            let url = interpolate(&url).map_err(here)?;
-            let target = parse_upstream_url(&url).map_err(here)?;
-            let parse = |v: Option<String>, key: &str, default: Duration| match v {
-                None => Ok(default),
-                Some(v) => parse_duration(&v, MAX_TIMEOUT).map_err(|e| here(format!("{key}: {e}"))),
-            };
-            upstreams.insert(
-                name.clone(),
-                Upstream {
-                    name: name.clone(),
-                    target,
-                    connect_timeout: parse(connect, "connect_timeout", Duration::from_secs(3))?,
-                    timeout: parse(timeout, "timeout", Duration::from_secs(60))?,
-                    pass_token,
-                },
-            );
-        }
-        Ok(upstreams)
-    }
-
     pub(super) fn extra_methods(
         &self,
         raw: &[Spanned<String>],
@@ -168,35 +130,4 @@ fn route_access(r: &file::RouteFile, vocabulary: &Vocabulary) -> Result<Access, 
         }
         _ => Err("`public`, `deny` and `scopes`/`any_scopes` exclude each other; pick one".into()),
     }
-}
-
-fn parse_upstream_url(url: &str) -> Result<UpstreamTarget, String> {
-    if url == "echo:" {
-        return Ok(UpstreamTarget::Echo);
-    }
-    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
-    let scheme = uri
-        .scheme()
-        .cloned()
-        .ok_or_else(|| format!("`{url}` needs a scheme (http://)"))?;
-    if scheme != Scheme::HTTP {
-        return Err(format!(
-            "`{url}`: only http:// upstreams (and `echo:`) are supported"
-        ));
-    }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("`{url}` needs a host"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!(
-            "`{url}`: credentials in upstream URLs are not supported"
-        ));
-    }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!(
-            "`{url}`: a path prefix is not supported; the request path is forwarded as is"
-        ));
-    }
-    Ok(UpstreamTarget::Http { scheme, authority })
 }

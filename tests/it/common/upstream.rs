@@ -1,7 +1,8 @@
 //! Real upstream servers on 127.0.0.1:0: the recording upstream (what did the gateway
-//! forward?), the redirecting upstream, and the `i % 251` pattern bodies they stream.
+//! forward?), plain or behind TLS, the redirecting upstream, and the `i % 251` pattern bodies they stream.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -27,6 +29,8 @@ pub struct Seen {
     pub body_sha256: String,
     /// The body ended with an error (client aborted mid-stream).
     pub body_error: bool,
+    /// The certificate the client presented, on a TLS upstream that asked for one.
+    pub client_cert: Option<CertificateDer<'static>>,
 }
 
 impl Seen {
@@ -48,49 +52,87 @@ impl Seen {
 /// Behaviour by path: `/slow/<ms>/...` waits that long before answering; `/big/<bytes>`
 /// streams that many bytes (pattern `i % 251`); `/ws` accepts a WebSocket upgrade and echoes
 /// bytes; anything else answers 200 with a JSON summary (method, target, body length and
-/// SHA-256). Bodies are always read fully (and hashed) before answering.
+/// SHA-256). Bodies are always read fully (and hashed) before answering. A request carrying
+/// `x-test-location` is answered `302 Found` with that `Location` instead.
 #[derive(Clone)]
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
-    connections: Arc<std::sync::atomic::AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+    failed_handshakes: Arc<AtomicUsize>,
+    tls: bool,
 }
 
 impl Upstream {
     pub async fn start() -> Upstream {
+        Self::serve(None).await
+    }
+
+    /// The same upstream behind TLS with `config` (`https://127.0.0.1:PORT`): a client
+    /// certificate it asks for is recorded in [`Seen::client_cert`], and a handshake that
+    /// fails is counted by [`Upstream::failed_handshakes`].
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Upstream {
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let upstream = Upstream {
             addr,
-            seen: seen.clone(),
-            connections: connections.clone(),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            connections: Arc::new(AtomicUsize::new(0)),
+            failed_handshakes: Arc::new(AtomicUsize::new(0)),
+            tls: tls.is_some(),
         };
+        let (seen, connections, failed) = (
+            upstream.seen.clone(),
+            upstream.connections.clone(),
+            upstream.failed_handshakes.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let seen = seen.clone();
+                connections.fetch_add(1, Ordering::SeqCst);
+                let (seen, tls, failed) = (seen.clone(), tls.clone(), failed.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| upstream_handle(seen.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                    let Some(tls) = tls else {
+                        serve_connection(TokioIo::new(stream), seen, None).await;
+                        return;
+                    };
+                    match tls.accept(stream).await {
+                        Ok(stream) => {
+                            let client_cert = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .map(|c| c.clone().into_owned());
+                            serve_connection(TokioIo::new(stream), seen, client_cert).await;
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                 });
             }
         });
         upstream
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` for a TLS upstream.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// TLS handshakes that failed (TLS upstreams only).
+    pub fn failed_handshakes(&self) -> usize {
+        self.failed_handshakes.load(Ordering::SeqCst)
     }
 
     /// Every request received so far.
@@ -109,7 +151,7 @@ impl Upstream {
 
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn clear(&self) {
@@ -119,8 +161,24 @@ impl Upstream {
 
 type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
+/// Serve one accepted (plain or TLS) connection over HTTP/1.1.
+async fn serve_connection<S>(
+    io: TokioIo<S>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    client_cert: Option<CertificateDer<'static>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| upstream_handle(seen.clone(), client_cert.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await;
+}
+
 async fn upstream_handle(
     seen: Arc<Mutex<Vec<Seen>>>,
+    client_cert: Option<CertificateDer<'static>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<UpstreamBody>, std::convert::Infallible> {
     let path = req.uri().path().to_owned();
@@ -157,8 +215,16 @@ async fn upstream_handle(
         body_len,
         body_sha256: hex(&hasher.finalize()),
         body_error,
+        client_cert,
     };
     seen.lock().expect("lock").push(record.clone());
+    if let Some(location) = parts.headers.get("x-test-location") {
+        return Ok(Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", location)
+            .body(empty())
+            .expect("response"));
+    }
 
     let segments: Vec<&str> = path.split('/').collect();
     if let Some(on_upgrade) = on_upgrade {
