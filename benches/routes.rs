@@ -51,6 +51,7 @@ fn table(n: usize, vocab: &Vocabulary) -> RouteTable {
                 _ => (format!("/svc{s}/**"), None, None, scopes(vocab, "write")),
             };
             Route {
+                issuers: None,
                 id: format!("route-{k}"),
                 pattern,
                 methods,

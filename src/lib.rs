@@ -29,6 +29,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod forward;
+pub mod issuers;
 pub mod ops;
 pub mod pipeline;
 pub mod policy;

@@ -16,6 +16,7 @@ use crate::auth::password::PasswordVerifier;
 use crate::auth::revocation::Revocations;
 use crate::auth::token_cache::TokenCache;
 use crate::config::Config;
+use crate::issuers::IssuerKeyStore;
 use crate::ops::metrics::Metrics;
 use crate::tls::{self, TlsError};
 
@@ -76,6 +77,8 @@ pub struct Shared {
     pub revocations: Revocations,
     pub passwords: PasswordVerifier,
     pub metrics: Metrics,
+    /// External issuers' fetched keys; outlives reloads (unchanged issuers keep theirs).
+    pub issuer_keys: IssuerKeyStore,
     ready: AtomicBool,
     /// When this process first saw each ring key `retired` (unix seconds), for keys whose
     /// config gives no `retired_at`: a reload may not remove them before their tokens expire.
@@ -93,7 +96,10 @@ impl Shared {
         metrics.config_loaded(first.generation, &first.config.digest);
         let retirements = Mutex::new(HashMap::new());
         note_retirements(&retirements, first.keys.ring());
+        let issuer_keys = IssuerKeyStore::default();
+        issuer_keys.reconcile(&first.config.issuers);
         Arc::new(Shared {
+            issuer_keys,
             retirements,
             generation: AtomicU64::new(first.generation),
             snapshot: ArcSwap::from_pointee(first),
@@ -122,6 +128,7 @@ impl Shared {
         self.metrics
             .config_loaded(snapshot.generation, &snapshot.config.digest);
         note_retirements(&self.retirements, snapshot.keys.ring());
+        self.issuer_keys.reconcile(&snapshot.config.issuers);
         self.snapshot.store(Arc::new(snapshot));
     }
 

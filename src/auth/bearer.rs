@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
 
-use crate::auth::jwt::{TokenKeys, VerifiedToken};
+use crate::auth::issuer::IssuerPolicy;
+use crate::auth::jwks::PublishedKeys;
+use crate::auth::jwt::{payload_json, read_head, TokenHead, TokenKeys, VerifiedToken};
 use crate::auth::user::User;
 use crate::error::Failure;
 use crate::error::TokenError;
@@ -24,6 +26,19 @@ pub struct Identity {
     pub revocation_key: String,
     /// The user's profile as gateway-owned headers (`X-Forwarded-Email`, …).
     pub profile_headers: Arc<[(HeaderName, HeaderValue)]>,
+    /// Which issuer vouches for it: [`LOCAL_ISSUER`] or a name under `issuers:`; also the
+    /// `X-Forwarded-Issuer` value.
+    pub issuer: HeaderValue,
+}
+
+/// The name the gateway's own tokens go by (routes' `issuers:`, `X-Forwarded-Issuer`).
+pub const LOCAL_ISSUER: &str = "local";
+
+impl Identity {
+    /// The issuer's name, as routes list it.
+    pub fn issuer_name(&self) -> &str {
+        self.issuer.to_str().unwrap_or("")
+    }
 }
 
 /// Verify `token` under `keys`, check it against the user store, and resolve its scopes
@@ -37,29 +52,89 @@ pub fn identify(
     token: &str,
     now: u64,
 ) -> Result<Arc<Identity>, TokenError> {
-    let verified = keys.verify(token, now)?;
+    let head = read_head(token)?;
+    let verified = keys.verify_head(token, &head, now)?;
     let user = current_user(users, &verified)?;
-    let revocation_key = match &verified.jti {
-        Some(jti) => jti.clone(),
-        None => token_digest(token),
-    };
     let mut granted = vocabulary.expand(verified.scopes.iter().map(String::as_str));
     if let Some(user) = user {
         // Never more than the user holds now: narrowing a user's scopes narrows live tokens.
         granted = granted.intersection(&user.holds);
+    }
+    let profile_headers = user.map_or_else(|| Arc::from([]), |u| u.profile.headers.clone());
+    Ok(identity(
+        token,
+        verified,
+        granted,
+        vocabulary,
+        profile_headers,
+        HeaderValue::from_static(LOCAL_ISSUER),
+    ))
+}
+
+/// Verify `token` (head already read) as one of `policy`'s, with its published `keys`. Its
+/// identity stands on the issuer's word alone: the user store is the local issuer's.
+pub fn identify_external(
+    policy: &IssuerPolicy,
+    keys: &PublishedKeys,
+    vocabulary: &Vocabulary,
+    token: &str,
+    head: &TokenHead<'_>,
+    now: u64,
+) -> Result<Arc<Identity>, TokenError> {
+    let verified = policy.verify(keys, token, head, now)?;
+    let granted = vocabulary.expand(verified.scopes.iter().map(String::as_str));
+    // Issuer names are validated header-safe when the config is built.
+    let issuer = HeaderValue::from_str(&policy.name).map_err(|_| TokenError::Internal)?;
+    Ok(identity(
+        token,
+        verified,
+        granted,
+        vocabulary,
+        Arc::from([]),
+        issuer,
+    ))
+}
+
+/// The `iss` a token claims, unverified: only to choose which issuer's keys verify it.
+pub fn claimed_issuer(head: &TokenHead<'_>) -> Result<Option<String>, TokenError> {
+    #[derive(serde::Deserialize)]
+    struct Claimed {
+        iss: Option<String>,
+    }
+    let raw = payload_json(head.payload)?;
+    let claimed: Claimed = serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
+    Ok(claimed.iss)
+}
+
+fn identity(
+    token: &str,
+    verified: VerifiedToken,
+    granted: ScopeSet,
+    vocabulary: &Vocabulary,
+    profile_headers: Arc<[(HeaderName, HeaderValue)]>,
+    issuer: HeaderValue,
+) -> Arc<Identity> {
+    let mut revocation_key = match &verified.jti {
+        Some(jti) => jti.clone(),
+        None => token_digest(token),
+    };
+    if issuer != LOCAL_ISSUER {
+        // Another issuer's `jti`s are its own: keep them apart from ours (and each other's).
+        revocation_key = format!("{}:{revocation_key}", issuer.to_str().unwrap_or(""));
     }
     let scopes_header = granted
         .iter()
         .map(|id| vocabulary.name(id))
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(Arc::new(Identity {
+    Arc::new(Identity {
         token: verified,
         granted,
         scopes_header,
         revocation_key,
-        profile_headers: user.map_or_else(|| Arc::from([]), |u| u.profile.headers.clone()),
-    }))
+        profile_headers,
+        issuer,
+    })
 }
 
 /// The user a token speaks for, as the store has it now.

@@ -24,6 +24,7 @@ pub mod algorithm;
 mod claims;
 mod header;
 pub use algorithm::SigningAlgorithm;
+pub(crate) use claims::NumericDate;
 use claims::{check_subject, json_depth_exceeds, merge_scopes, InClaims, MAX_JSON_DEPTH};
 pub use header::{read_head, TokenHead};
 

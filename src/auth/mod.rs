@@ -7,6 +7,8 @@
 //! them to a request live in `pipeline`. Must never import `pipeline`, `state` or `config`.
 
 pub mod bearer;
+pub mod issuer;
+pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod lockout;

@@ -4,6 +4,7 @@
 use super::file::{Location, Spanned};
 use super::units::{interpolate, parse_duration, parse_size};
 mod identity;
+mod issuers;
 mod routes;
 mod tokens;
 mod upstreams;
@@ -156,7 +157,14 @@ impl Builder {
             &mut upstreams::Inputs::new(&mut files, &mut digest_input),
         )?;
         let extra_methods = self.extra_methods(&raw.extra_methods)?;
-        let routes = self.routes(&raw.routes, &vocabulary, &upstreams, &extra_methods)?;
+        let issuers = self.issuers(&raw, &tokens.settings, &mut files, &mut digest_input)?;
+        let routes = self.routes(
+            &raw.routes,
+            &vocabulary,
+            &upstreams,
+            &extra_methods,
+            &issuers,
+        )?;
         let positions = Positions {
             routes: raw.routes.iter().map(|r| position(&r.referenced)).collect(),
             scopes: positions_of(&raw.scopes),
@@ -192,6 +200,7 @@ impl Builder {
             vocabulary,
             users,
             upstreams,
+            issuers,
             routes,
             digest: digest_hex(&digest_input),
         })

@@ -61,6 +61,11 @@ pub struct GatewayFile {
     #[serde(default)]
     #[schemars(with = "Vec<RouteFile>")]
     pub routes: Vec<Spanned<RouteFile>>,
+    /// External identity providers whose tokens are accepted: name → settings. `local` (the
+    /// gateway's own tokens) is reserved.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, IssuerFile>")]
+    pub issuers: BTreeMap<String, Spanned<IssuerFile>>,
     /// Extension methods (WebDAV and the like) that `methods:` may list.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -167,6 +172,40 @@ pub struct KeyFile {
     /// When a `retired` key was retired (RFC 3339, e.g. `2026-12-01T10:00:00Z`): `check`
     /// says when it may be removed.
     pub retired_at: Option<String>,
+}
+
+/// One entry of `issuers:`: an external identity provider.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerFile {
+    /// The exact `iss` of its tokens, an `https://` URL; OIDC discovery is read from
+    /// `<issuer>/.well-known/openid-configuration` unless `jwks_uri` is given.
+    pub issuer: String,
+    /// `aud` its tokens must carry for this gateway (required).
+    pub audience: String,
+    /// Where its keys are, skipping discovery (`https://`).
+    pub jwks_uri: Option<String>,
+    /// Algorithms accepted (asymmetric only; default RS256, ES256).
+    pub algorithms: Option<Vec<String>>,
+    /// PEM CA bundle trusted for fetching discovery and keys, instead of the system roots.
+    pub ca: Option<String>,
+    /// Claim naming the user, forwarded as `X-Forwarded-User` (dotted path; default `sub`).
+    pub user_claim: Option<String>,
+    /// Claims read as scopes, strings (space-separated) or arrays (default `scope`, `scp`),
+    /// e.g. `realm_access.roles`.
+    pub scope_claims: Option<Vec<String>>,
+    /// Provider scope or role names → Portcullis scope names (others are kept as they are).
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Longest token lifetime accepted (duration, default 24h).
+    pub max_token_lifetime: Option<String>,
+    /// An unknown `kid` refetches the keys at most once per this (duration, default 5m).
+    pub refetch_cooldown: Option<String>,
+    /// Keys are refreshed after their response's `max-age`, but no sooner than this
+    /// (duration, default 1m)…
+    pub min_refresh: Option<String>,
+    /// …and no later than this (duration, default 24h).
+    pub max_refresh: Option<String>,
 }
 
 /// `login:` — endpoint path and brute-force regulation.
@@ -355,6 +394,8 @@ pub struct RouteFile {
     pub scopes: Option<Vec<String>>,
     /// A token holding at least one of these scopes may pass.
     pub any_scopes: Option<Vec<String>>,
+    /// Issuers whose tokens this route accepts (`local` = the gateway's own; default: all).
+    pub issuers: Option<Vec<String>>,
     /// Match literal segments ignoring ASCII case.
     #[serde(default)]
     pub case_insensitive: bool,

@@ -151,6 +151,32 @@ pub struct Upstream {
     pub pass_token: bool,
 }
 
+pub use crate::auth::bearer::LOCAL_ISSUER;
+
+/// Where an external issuer's keys are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysSource {
+    /// OIDC discovery at this URL names the JWKS (its `issuer` must match).
+    Discovery(String),
+    /// The JWKS itself.
+    Jwks(String),
+}
+
+/// An external identity provider: how its tokens are read, and how its keys are fetched.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    pub policy: std::sync::Arc<crate::auth::issuer::IssuerPolicy>,
+    pub keys: KeysSource,
+    /// The CA bundle (PEM) trusted for fetching, instead of the system roots.
+    pub ca: Option<Vec<u8>>,
+    pub refetch_cooldown: Duration,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    /// Changes whenever anything about fetching or reading its keys does: a reload that keeps
+    /// it keeps the keys already fetched.
+    pub fingerprint: String,
+}
+
 /// 1-based (line, column) of entries in the config file, for warnings that point home.
 /// Users read from a `users_file` have none (they live in another file).
 #[derive(Debug, Default)]
@@ -189,6 +215,8 @@ pub struct Config {
     pub vocabulary: Vocabulary,
     pub users: HashMap<String, User>,
     pub upstreams: HashMap<String, Upstream>,
+    /// External identity providers, in name order.
+    pub issuers: Vec<IssuerSettings>,
     pub routes: RouteTable,
     /// A hex digest of the config text(s), to tell generations apart.
     pub digest: String,

@@ -13,6 +13,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue}
 /// The identity headers the upstream may trust.
 pub const FORWARDED_USER: HeaderName = HeaderName::from_static("x-forwarded-user");
 pub const FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
+/// Which issuer vouched for the user: `local` or a name under `issuers:`.
+pub const FORWARDED_ISSUER: HeaderName = HeaderName::from_static("x-forwarded-issuer");
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -22,6 +22,17 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerFetchLabels {
+    issuer: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConfigLabels {
     digest: String,
 }
@@ -37,6 +48,8 @@ pub struct Metrics {
     connections: Gauge<i64, AtomicI64>,
     generation: Gauge<i64, AtomicI64>,
     config_info: Family<ConfigLabels, Gauge<i64, AtomicI64>>,
+    issuer_key_age: Family<IssuerLabels, Gauge<i64, AtomicI64>>,
+    issuer_fetches: Family<IssuerFetchLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,6 +108,18 @@ impl Metrics {
             "Digest of the config in force",
             config_info.clone(),
         );
+        let issuer_key_age = Family::<IssuerLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "issuer_keys_age_seconds",
+            "Seconds since an external issuer's keys were last fetched (-1: never)",
+            issuer_key_age.clone(),
+        );
+        let issuer_fetches = Family::<IssuerFetchLabels, Counter>::default();
+        registry.register(
+            "issuer_key_fetches",
+            "Fetches of an external issuer's keys by outcome (ok, error)",
+            issuer_fetches.clone(),
+        );
         // Every known outcome starts at 0, so its series exists before the first event: a
         // dashboard shows 0 rather than "no data", and `increase()` sees the first one.
         for outcome in RELOAD_OUTCOMES {
@@ -116,7 +141,29 @@ impl Metrics {
             connections,
             generation,
             config_info,
+            issuer_key_age,
+            issuer_fetches,
         }
+    }
+
+    /// How old an issuer's keys are (`None`: never fetched).
+    pub fn issuer_key_age(&self, issuer: &str, age: Option<Duration>) {
+        let seconds = age.map_or(-1, |age| i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+        self.issuer_key_age
+            .get_or_create(&IssuerLabels {
+                issuer: issuer.to_owned(),
+            })
+            .set(seconds);
+    }
+
+    /// Record a fetch of an issuer's keys (`ok` or `error`).
+    pub fn issuer_fetch(&self, issuer: &str, outcome: &str) {
+        self.issuer_fetches
+            .get_or_create(&IssuerFetchLabels {
+                issuer: issuer.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Record a finished request (on the calling thread's shard: no shared lock, and no

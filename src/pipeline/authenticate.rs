@@ -1,16 +1,19 @@
 //! The authentication phase of a proxied request (and of logout): find the bearer token,
-//! reuse its verification from this generation's cache or verify it, then check that it was
-//! not revoked since.
+//! reuse its verification from this generation's cache or verify it — with the local key
+//! ring, or with the published keys of the external issuer its `iss` names — then check that
+//! it was not revoked since.
 
 use std::sync::Arc;
 
-use crate::auth::bearer::{bearer_token, identify, Identity};
+use crate::auth::bearer::{bearer_token, claimed_issuer, identify, identify_external, Identity};
+use crate::auth::jwt::{read_head, TokenHead};
+use crate::config::IssuerSettings;
 use crate::error::Failure;
 use crate::error::TokenError;
 use crate::state::{Shared, Snapshot};
 
 /// Verify the bearer token, if any. `Ok(None)` when the request carries no bearer credentials.
-pub fn authenticate(
+pub async fn authenticate(
     shared: &Shared,
     snapshot: &Snapshot,
     headers: &http::HeaderMap,
@@ -22,14 +25,7 @@ pub fn authenticate(
     let identity = match snapshot.token_cache.get(token, now) {
         Some(identity) => identity,
         None => {
-            let config = &snapshot.config;
-            let identity = identify(
-                &snapshot.keys,
-                &config.vocabulary,
-                &config.users,
-                token,
-                now,
-            )?;
+            let identity = verify(shared, snapshot, token, now).await?;
             snapshot.token_cache.insert(token, identity.clone());
             identity
         }
@@ -38,4 +34,65 @@ pub fn authenticate(
         return Err(Failure::InvalidToken(TokenError::Revoked));
     }
     Ok(Some(identity))
+}
+
+/// A cache miss: verify with whichever issuer the token names.
+async fn verify(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    token: &str,
+    now: u64,
+) -> Result<Arc<Identity>, TokenError> {
+    let head = read_head(token)?;
+    let config = &snapshot.config;
+    let claimed = claimed_issuer(&head)?;
+    let external = claimed.as_deref().and_then(|iss| {
+        config
+            .issuers
+            .iter()
+            .find(|issuer| issuer.policy.issuer == iss)
+    });
+    match external {
+        None => identify(
+            &snapshot.keys,
+            &config.vocabulary,
+            &config.users,
+            token,
+            now,
+        ),
+        Some(issuer) => verify_external(shared, snapshot, issuer, token, &head, now).await,
+    }
+}
+
+/// An external issuer's token: its published keys only. A `kid` they lack may mean the
+/// provider rotated: one refetch (shared, rate-limited by the cooldown), then a second try.
+async fn verify_external(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    issuer: &IssuerSettings,
+    token: &str,
+    head: &TokenHead<'_>,
+    now: u64,
+) -> Result<Arc<Identity>, TokenError> {
+    let store = shared
+        .issuer_keys
+        .get(&issuer.policy.name)
+        .ok_or(TokenError::Internal)?;
+    let vocabulary = &snapshot.config.vocabulary;
+    let metrics = &shared.metrics;
+    for first_try in [true, false] {
+        let seen = store.generation();
+        let Some(keys) = store.keys() else {
+            if first_try && store.ensure_keys(seen, metrics).await {
+                continue;
+            }
+            return Err(TokenError::UnknownKey);
+        };
+        match identify_external(&issuer.policy, &keys, vocabulary, token, head, now) {
+            Err(TokenError::UnknownKey)
+                if first_try && store.refetch_for_unknown_kid(seen, metrics).await => {}
+            outcome => return outcome,
+        }
+    }
+    Err(TokenError::UnknownKey)
 }

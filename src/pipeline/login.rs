@@ -333,7 +333,8 @@ pub async fn logout(
 ) -> Result<Response<ResponseBody>, Failure> {
     ctx.route = "logout";
     decision::check_endpoint_method(request.method())?;
-    let identity = authenticate(shared, snapshot, request.headers(), unix_now())?
+    let identity = authenticate(shared, snapshot, request.headers(), unix_now())
+        .await?
         .ok_or(Failure::MissingToken)?;
     ctx.identity = Some(identity.clone());
     ctx.decision = Decision::Logout;

@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use crate::auth::bearer::Identity;
 use crate::body::ResponseBody;
 use crate::clock::unix_now;
-use crate::error::{no_store, Failure};
+use crate::error::{no_store, Failure, TokenError};
 use crate::forward::headers::{self, REQUEST_ID};
 use crate::forward::request_body::{BodyLimits, GuardedBody};
 use crate::policy::decision::{self, Destination, Permit};
@@ -128,7 +128,7 @@ async fn pipeline<'s>(
         }
     };
     ctx.route = &route.id;
-    if let Err(failure) = authorize(shared, snapshot, route, request.headers(), ctx) {
+    if let Err(failure) = authorize(shared, snapshot, route, request.headers(), ctx).await {
         // Tell the client where to learn what this resource accepts (RFC 9728 §5.1).
         ctx.resource_metadata = well_known::resource_metadata(&request, &route.pattern);
         return Err(failure);
@@ -182,14 +182,14 @@ async fn pipeline<'s>(
 }
 
 /// Authenticate and decide: `Ok` when the route lets this caller through.
-fn authorize(
+async fn authorize(
     shared: &Shared,
     snapshot: &Snapshot,
     route: &Route,
     headers: &http::HeaderMap,
     ctx: &mut RequestCtx<'_>,
 ) -> Result<Permit, Failure> {
-    ctx.identity = authenticate_for(shared, snapshot, route, headers)?;
+    ctx.identity = authenticate_for(shared, snapshot, route, headers).await?;
     // Set before deciding, so a refused caller is named in the log too.
     let granted = ctx.identity.as_ref().map(|identity| &identity.granted);
     decision::decide(route, granted, &snapshot.config.vocabulary)
@@ -206,19 +206,32 @@ fn options_star() -> Response<ResponseBody> {
 }
 
 /// Authenticate as the route requires. `Ok(None)` = no (valid) token, which the decision may
-/// still allow.
-fn authenticate_for(
+/// still allow. A token from an issuer the route does not accept counts as invalid.
+async fn authenticate_for(
     shared: &Shared,
     snapshot: &Snapshot,
     route: &Route,
     headers: &http::HeaderMap,
 ) -> Result<Option<Arc<Identity>>, Failure> {
+    let accepted = |identity: &Arc<Identity>| {
+        route
+            .issuers
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == identity.issuer_name()))
+    };
     match &route.access {
         Access::Deny => Ok(None),
         // A valid token on a public route still identifies the caller; an invalid one is ignored.
         Access::Public => Ok(authenticate(shared, snapshot, headers, unix_now())
+            .await
             .ok()
-            .flatten()),
-        Access::Scopes(_) => authenticate(shared, snapshot, headers, unix_now()),
+            .flatten()
+            .filter(accepted)),
+        Access::Scopes(_) => match authenticate(shared, snapshot, headers, unix_now()).await? {
+            Some(identity) if !accepted(&identity) => {
+                Err(Failure::InvalidToken(TokenError::UntrustedIssuer))
+            }
+            identity => Ok(identity),
+        },
     }
 }

@@ -16,8 +16,8 @@ use crate::conn::tunnel::PendingTunnel;
 use crate::error::Failure;
 use crate::error::TokenError;
 use crate::forward::headers::{
-    self, FORWARDED_FOR, FORWARDED_HOST, FORWARDED_PROTO, FORWARDED_SCOPES, FORWARDED_USER,
-    REQUEST_ID,
+    self, FORWARDED_FOR, FORWARDED_HOST, FORWARDED_ISSUER, FORWARDED_PROTO, FORWARDED_SCOPES,
+    FORWARDED_USER, REQUEST_ID,
 };
 use crate::forward::request_body::GuardedBody;
 use crate::forward::{echo, proxy};
@@ -66,6 +66,7 @@ pub fn build_upstream_request(
         let user = HeaderValue::from_str(&identity.token.subject)
             .map_err(|_| Failure::InvalidToken(TokenError::InvalidSubject))?;
         h.insert(FORWARDED_USER, user);
+        h.insert(FORWARDED_ISSUER, identity.issuer.clone());
         if let Ok(scopes) = HeaderValue::from_str(&identity.scopes_header) {
             h.insert(FORWARDED_SCOPES, scopes);
         }

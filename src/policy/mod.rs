@@ -7,6 +7,7 @@
 //! Must never import `pipeline`, `state`, `server` or `config`.
 
 pub mod authz;
+pub mod claim_path;
 pub mod decision;
 pub mod path;
 pub mod routes;

@@ -37,6 +37,8 @@ pub struct Route {
     pub upstream: Option<String>,
     /// Request-body cap overriding `limits.max_body_size`.
     pub max_body_size: Option<u64>,
+    /// Issuers (by name; `local` = the gateway's own) whose tokens count here; `None`: all.
+    pub issuers: Option<Vec<String>>,
 }
 
 /// Why a route was refused. Every message names the pattern or route so config errors point home.
@@ -441,6 +443,7 @@ mod tests {
     /// Route from a compact spec: `"[ci ][METHODS ][@host ]/pattern"`, e.g. `"ci GET,POST @a /x"`.
     fn r(spec: &str) -> Route {
         let mut route = Route {
+            issuers: None,
             id: String::new(),
             pattern: String::new(),
             methods: None,

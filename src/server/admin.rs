@@ -45,10 +45,32 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// `ready`, then one line per external issuer: its keys' age, or why they are stale. Stale
+/// keys still verify (the provider being down must not take the gateway down with it), so
+/// the status stays 200; the text and `portcullis_issuer_keys_age_seconds` tell operators.
+fn readiness(shared: &Shared) -> String {
+    let mut text = "ready\n".to_owned();
+    for issuer in shared.issuer_keys.all() {
+        let status = issuer.status();
+        let age = status.age.map_or("never fetched".to_owned(), |age| {
+            format!("fetched {}s ago", age.as_secs())
+        });
+        let state = match (&status.error, status.stale) {
+            (Some(error), true) => format!("stale: {error}"),
+            _ => "fresh".to_owned(),
+        };
+        text.push_str(&format!(
+            "issuer {}: {state}; {} keys, {age}\n",
+            status.name, status.keys
+        ));
+    }
+    text
+}
+
 fn respond<B>(shared: &Shared, request: &Request<B>) -> Response<ResponseBody> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" if shared.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        "/readyz" if shared.is_ready() => (StatusCode::OK, "text/plain", readiness(shared)),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

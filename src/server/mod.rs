@@ -66,6 +66,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = shared.snapshot().config.limits.clone();
+    let refresher = tokio::spawn(refresh_issuer_keys(shared.clone()));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut workers = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -99,8 +100,17 @@ pub async fn run(
     for done in workers {
         let _ = done.await;
     }
+    refresher.abort();
     tracing::info!("all connections closed");
     Ok(())
+}
+
+/// Keep external issuers' keys fresh (first fetch at once), for as long as the server runs.
+async fn refresh_issuer_keys(shared: Arc<Shared>) {
+    loop {
+        shared.issuer_keys.refresh_due(&shared.metrics).await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// One core's accept loop, then its drain.

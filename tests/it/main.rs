@@ -13,6 +13,7 @@ mod deploy;
 mod explain;
 mod headers;
 mod hygiene;
+mod issuers;
 mod keys;
 mod limits;
 mod login;

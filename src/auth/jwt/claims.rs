@@ -38,7 +38,7 @@ pub(super) enum StringOrArray {
 }
 
 /// Unix seconds; integers or finite non-negative floats (truncated), nothing else.
-pub(super) struct NumericDate(pub(super) u64);
+pub(crate) struct NumericDate(pub(crate) u64);
 
 impl<'de> Deserialize<'de> for NumericDate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

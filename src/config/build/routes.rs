@@ -28,6 +28,7 @@ impl Builder {
         vocabulary: &Vocabulary,
         upstreams: &HashMap<String, Upstream>,
         extra_methods: &ExtraMethods,
+        issuers: &[IssuerSettings],
     ) -> Result<RouteTable, ConfigError> {
         let mut routes = Vec::with_capacity(raw.len());
         let mut ids = HashSet::new();
@@ -79,7 +80,26 @@ impl Builder {
                 Some(Ok(bytes)) => Some(bytes),
                 Some(Err(e)) => return Err(here(format!("max_body_size: {e}"))),
             };
+            let route_issuers = match &r.issuers {
+                None => None,
+                Some(names) if names.is_empty() => {
+                    return Err(here(
+                        "`issuers: []` would accept no token; omit it for all".into(),
+                    ))
+                }
+                Some(names) => {
+                    for name in names {
+                        if name != LOCAL_ISSUER && !issuers.iter().any(|i| &i.policy.name == name) {
+                            return Err(here(format!(
+                                "unknown issuer `{name}` (`local` or a name under `issuers:`)"
+                            )));
+                        }
+                    }
+                    Some(names.clone())
+                }
+            };
             routes.push(Route {
+                issuers: route_issuers,
                 id,
                 pattern: r.path.clone(),
                 methods,
