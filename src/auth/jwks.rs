@@ -123,6 +123,20 @@ impl PublishedKeys {
             .filter(move |key| key.fits(alg))
     }
 
+    /// `kid (alg)` of each key, for people.
+    pub fn describe(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|key| {
+                let kid = key.kid.as_deref().unwrap_or("(no kid)");
+                let alg = key
+                    .alg
+                    .map_or_else(|| format!("{:?} key", key.family), |a| a.name().to_owned());
+                format!("{kid} ({alg})")
+            })
+            .collect()
+    }
+
     /// Whether any key carries `kid`.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|key| key.kid.as_deref() == Some(kid))

@@ -51,8 +51,10 @@ pub fn check(path: &Path, options: &CheckOptions<'_>) -> ExitCode {
     };
     let report = lint::report(&config);
     let mut warnings = report.warnings;
+    let (issuer_text, issuer_warnings) = probe_issuers(&config);
     // The report's text already lists these; only later warnings are printed separately.
     let listed = warnings.len();
+    warnings.extend(issuer_warnings);
     if !tests.is_empty() {
         match coverage(&config, tests) {
             Ok(unreached) => warnings.extend(unreached),
@@ -74,7 +76,7 @@ pub fn check(path: &Path, options: &CheckOptions<'_>) -> ExitCode {
     match format {
         CheckFormat::Json => print_json(path, None, &warnings, failing),
         CheckFormat::Text => {
-            print!("{}", report.text);
+            print!("{}{issuer_text}", report.text);
             for warning in &warnings[listed..] {
                 println!("warning: {}", warning.message);
             }
@@ -119,6 +121,50 @@ fn removed_keys(path: &Path, config: &Config, previous: &Path) -> Result<(), Con
             .collect::<Vec<_>>()
             .join("; "),
     })
+}
+
+/// Fetch every external issuer's discovery and keys once and say what was found; an issuer
+/// that cannot be reached is a warning (the gateway would start and keep retrying).
+fn probe_issuers(config: &Config) -> (String, Vec<Warning>) {
+    let mut text = String::new();
+    let mut warnings = Vec::new();
+    if config.issuers.is_empty() {
+        return (text, warnings);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            text.push_str(&format!("issuers: not checked ({err})\n"));
+            return (text, warnings);
+        }
+    };
+    text.push_str(&format!("issuers ({}):\n", config.issuers.len()));
+    for issuer in &config.issuers {
+        let name = &issuer.policy.name;
+        match runtime.block_on(crate::issuers::probe(issuer)) {
+            Ok(probe) => text.push_str(&format!(
+                "  {name:<16} {} — keys from {}: {}\n",
+                issuer.policy.issuer,
+                probe.jwks_uri,
+                probe.keys.describe().join(", ")
+            )),
+            Err(err) => {
+                text.push_str(&format!(
+                    "  {name:<16} {} — unreachable\n",
+                    issuer.policy.issuer
+                ));
+                warnings.push(Warning {
+                    code: "issuer-unreachable",
+                    position: None,
+                    message: format!("issuer `{name}`: {err}"),
+                });
+            }
+        }
+    }
+    (text, warnings)
 }
 
 /// Routes that none of the rule tests in `tests` reach, as warnings.

@@ -101,6 +101,12 @@ fn granted_scopes(
     match (scopes, token) {
         (Some(list), _) => Some(config.vocabulary.expand(list.iter().map(String::as_str))),
         (None, Some(token)) => {
+            if let Some(issuer) = external_issuer(config, &token) {
+                println!(
+                    "token:    from external issuer `{issuer}`: its keys are fetched by the running gateway, not here; give --scopes instead"
+                );
+                return None;
+            }
             let keys = crate::auth::jwt::TokenKeys::new(config.tokens.clone());
             let now = crate::clock::unix_now();
             match identify(&keys, &config.vocabulary, &config.users, &token, now) {
@@ -130,4 +136,15 @@ fn print_refusal(failure: &Failure) {
         status.canonical_reason().unwrap_or(""),
         failure.description()
     );
+}
+
+/// The configured external issuer a token claims to come from, if any.
+fn external_issuer(config: &Config, token: &str) -> Option<String> {
+    let head = crate::auth::jwt::read_head(token).ok()?;
+    let iss = crate::auth::bearer::claimed_issuer(&head).ok()??;
+    config
+        .issuers
+        .iter()
+        .find(|issuer| issuer.policy.issuer == iss)
+        .map(|issuer| issuer.policy.name.clone())
 }

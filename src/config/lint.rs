@@ -78,6 +78,22 @@ pub fn report(config: &Config) -> Report {
     for (name, user) in &users {
         let _ = writeln!(text, "  {name:<16} {}", user.scopes.join(" "));
     }
+    let ring = config.tokens.ring.keys();
+    let _ = writeln!(text, "signing keys ({}):", ring.len());
+    for key in ring {
+        let published = if key.algorithm.is_symmetric() {
+            "never published"
+        } else {
+            "in the JWKS"
+        };
+        let _ = writeln!(
+            text,
+            "  {:<16} {:<6} {:<8} {published}",
+            key.kid,
+            key.algorithm.name(),
+            key.status.name()
+        );
+    }
 
     let warnings = warnings(config);
     for warning in &warnings {
@@ -228,7 +244,7 @@ fn key_warnings(config: &Config, warnings: &mut Vec<Warning>) {
         warnings.push(Warning::new(
             "key-generated",
             position,
-            format!("tokens.keys: `{kid}` has no `key` file: a key generated for this process signs, and its tokens die with it"),
+            format!("tokens.keys: `{kid}` has no `key` file: a key generated for this process is used, and tokens it signs die with the process"),
         ));
     }
     if let Some(issuer) = config.tokens.issuer.as_deref() {

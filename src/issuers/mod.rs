@@ -220,7 +220,7 @@ impl IssuerKeys {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_attempt) = Some(Instant::now());
         match fetch_keys(&self.settings).await {
-            Ok((keys, max_age)) => {
+            Ok((keys, max_age, _)) => {
                 let refresh = max_age
                     .unwrap_or(DEFAULT_REFRESH)
                     .clamp(self.settings.min_refresh, self.settings.max_refresh);
@@ -252,10 +252,24 @@ struct Discovery {
     jwks_uri: String,
 }
 
-/// Discovery (if configured) then the JWK Set; the JWKS response's `max-age`.
+/// What `portcullis check` found at an issuer.
+#[derive(Debug)]
+pub struct Probe {
+    pub jwks_uri: String,
+    pub keys: PublishedKeys,
+}
+
+/// Fetch an issuer's discovery and keys once, for `check`.
+pub async fn probe(settings: &IssuerSettings) -> Result<Probe, FetchError> {
+    let (keys, _, jwks_uri) = fetch_keys(settings).await?;
+    Ok(Probe { jwks_uri, keys })
+}
+
+/// Discovery (if configured) then the JWK Set: the keys, the JWKS response's `max-age`, and
+/// where the keys were read.
 async fn fetch_keys(
     settings: &IssuerSettings,
-) -> Result<(PublishedKeys, Option<Duration>), FetchError> {
+) -> Result<(PublishedKeys, Option<Duration>, String), FetchError> {
     let tls = tls_for(settings)?;
     let jwks_uri = match &settings.keys {
         KeysSource::Jwks(uri) => uri.clone(),
@@ -283,7 +297,7 @@ async fn fetch_keys(
         url: jwks_uri.clone(),
         reason: e.to_string(),
     })?;
-    Ok((keys, fetched.max_age))
+    Ok((keys, fetched.max_age, jwks_uri))
 }
 
 fn tls_for(settings: &IssuerSettings) -> Result<Arc<ClientConfig>, FetchError> {

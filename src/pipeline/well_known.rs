@@ -76,6 +76,7 @@ fn protected_resource(snapshot: &Snapshot, origin: &str, resource: &str) -> Opti
     let scopes = resource_scopes(&config.routes, &config.vocabulary, resource)?;
     let servers: Vec<&str> = https_issuer(config.tokens.issuer.as_deref())
         .into_iter()
+        .chain(config.issuers.iter().map(|i| i.policy.issuer.as_str()))
         .collect();
     Some(
         json!({

@@ -400,6 +400,91 @@ async fn routes_pinned_to_an_issuer_refuse_the_others() {
     }
 }
 
+/// An RS256 key pair made and used by PyJWT (as Keycloak signs by default): its public JWK and
+/// a token over `claims`. `None` when PyJWT is missing (CI requires it).
+fn pyjwt_rs256(kid: &str, claims: &serde_json::Value) -> Option<(serde_json::Value, String)> {
+    let script = r#"
+import sys, json, jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+jwk.update({"kid": sys.argv[1], "alg": "RS256", "use": "sig"})
+token = jwt.encode(json.loads(sys.argv[2]), key, algorithm="RS256", headers={"kid": sys.argv[1]})
+print(json.dumps({"jwk": jwk, "token": token}))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, kid, &claims.to_string()])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    let Some(out) = out else {
+        assert!(
+            std::env::var_os("PORTCULLIS_REQUIRE_PYTHON_JWT").is_none(),
+            "python3 with PyJWT and cryptography is required here"
+        );
+        eprintln!("PyJWT not installed: the RS256 provider test is skipped");
+        return None;
+    };
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some((
+        made["jwk"].clone(),
+        made["token"].as_str().unwrap().to_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn an_rs256_token_signed_elsewhere_verifies_against_the_published_rsa_key() {
+    let idp = MockIdp::start().await;
+    idp.add_key("k1", "ES256");
+    let claims = idp.claims("dana", roles(&["items-reader"]));
+    let Some((jwk, token)) = pyjwt_rs256("rsa-1", &claims) else {
+        return;
+    };
+    idp.publish_jwk(jwk);
+    let up = Upstream::start().await;
+    let yaml = config(&up.url(), &idp, "5m")
+        .replace("algorithms: [ES256, EdDSA]", "algorithms: [RS256, ES256]");
+    let gw = Gateway::start(&yaml).await;
+    let reply = gw.h1().get_with_token("/items/1", &token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        up.last().unwrap().header("x-forwarded-user").as_deref(),
+        Some("dana")
+    );
+    // The same token as PS256 is not what the key says: the header cannot pick the algorithm.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[0] = URL_SAFE_NO_PAD.encode(json!({"alg": "PS256", "kid": "rsa-1"}).to_string());
+    let reply = gw.h1().get_with_token("/items/1", &parts.join(".")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn check_fetches_each_issuer_and_reports_its_keys() {
+    let idp = MockIdp::start().await;
+    idp.add_key("k1", "ES256");
+    idp.add_key("k2", "EdDSA");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, config("http://127.0.0.1:9", &idp, "5m")).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    let check = move |path: String| {
+        tokio::task::spawn_blocking(move || portcullis(["--config", &path, "check"]))
+    };
+    let (code, stdout, stderr) = check(path.clone()).await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("k1 (ES256), k2 (EdDSA)"), "{stdout}");
+    assert!(
+        stdout.contains("/protocol/openid-connect/certs"),
+        "{stdout}"
+    );
+    // Down: reported as a warning (the gateway would start and keep retrying).
+    idp.set_down(true);
+    let (code, stdout, _) = check(path).await.unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("warning: issuer `corp`"), "{stdout}");
+}
+
 #[test]
 fn check_refuses_issuers_that_could_not_be_safe() {
     let dir = tempfile::tempdir().unwrap();

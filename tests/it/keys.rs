@@ -626,3 +626,43 @@ async fn refusals_on_protected_routes_point_at_the_resource_metadata() {
         assert!(value.ends_with(expected), "{value}");
     }
 }
+
+#[tokio::test]
+async fn a_key_file_is_watched_and_its_new_content_is_a_new_generation() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = gen_key(dir.path(), "k.pem", "ES256");
+    let gw = Gateway::start(&ring_yaml(
+        &up.url(),
+        &key_line("k", "ES256", &path, "active"),
+    ))
+    .await;
+    assert!(
+        gw.shared
+            .snapshot()
+            .config
+            .files
+            .iter()
+            .any(|f| f.to_str() == Some(path.as_str())),
+        "the key file is among the watched files"
+    );
+    let before = gw.h1().token("alice", "secret123").await;
+    // Replace the key under the same kid (as an operator restoring a rotated-out file would).
+    std::fs::remove_file(&path).unwrap();
+    gen_key(dir.path(), "k.pem", "ES256");
+    assert!(matches!(
+        reload::reload(&gw.config_path, &gw.shared),
+        ReloadOutcome::Applied { .. }
+    ));
+    let after = gw.h1().token("alice", "secret123").await;
+    assert_eq!(
+        gw.h1().get_with_token("/items/1", &after).await.status,
+        StatusCode::OK
+    );
+    let reply = gw.h1().get_with_token("/items/1", &before).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "signed by the replaced key"
+    );
+}

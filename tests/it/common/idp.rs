@@ -36,6 +36,8 @@ struct SigningKey {
 #[derive(Default)]
 struct State {
     keys: Vec<SigningKey>,
+    /// Published as they are (keys whose private half lives elsewhere, e.g. RSA from Python).
+    raw_jwks: Vec<Value>,
     /// When set, discovery names this issuer instead of the real one.
     discovery_issuer: Option<String>,
 }
@@ -145,6 +147,11 @@ impl MockIdp {
             alg,
             pair,
         });
+    }
+
+    /// Publish a JWK as it is.
+    pub fn publish_jwk(&self, jwk: Value) {
+        lock(&self.state).raw_jwks.push(jwk);
     }
 
     /// Take the endpoint down (connections closed at once) or bring it back.
@@ -273,6 +280,7 @@ impl Serving {
                     }),
                 }
             })
+            .chain(state.raw_jwks.iter().cloned())
             .collect();
         json!({ "keys": keys })
     }
