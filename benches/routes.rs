@@ -52,6 +52,7 @@ fn table(n: usize, vocab: &Vocabulary) -> RouteTable {
             };
             Route {
                 issuers: None,
+                rate_limit: None,
                 id: format!("route-{k}"),
                 pattern,
                 methods,

@@ -11,6 +11,10 @@ use http::{Response, StatusCode};
 
 use crate::body::ResponseBody;
 
+/// IETF `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
 /// `WWW-Authenticate` realm, as SPEC fixes it.
 const REALM: &str = "portcullis";
 
@@ -56,6 +60,14 @@ pub enum Failure {
     /// This identity has used up an allowance (e.g. live revocations) for now.
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
+    /// A route's `rate_limit:` refused this caller: the IETF `RateLimit-Policy` and
+    /// `RateLimit` values travel with it.
+    #[error("route rate limit exceeded")]
+    OverRouteLimit {
+        retry_after_secs: u64,
+        policy: HeaderValue,
+        state: HeaderValue,
+    },
     #[error("server busy")]
     Busy,
     /// A bounded table (e.g. login regulation) is full and cannot take this request safely.
@@ -81,9 +93,9 @@ impl Failure {
             Failure::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Failure::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Failure::LockedOut { .. } | Failure::RateLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Failure::LockedOut { .. }
+            | Failure::RateLimited { .. }
+            | Failure::OverRouteLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             Failure::Busy | Failure::Saturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -134,6 +146,10 @@ impl Failure {
             Failure::RateLimited { .. } => (
                 "too_many_requests",
                 "too many requests for this account; try again later".to_owned(),
+            ),
+            Failure::OverRouteLimit { .. } => (
+                "too_many_requests",
+                "rate limit exceeded; retry after the time in Retry-After".to_owned(),
             ),
             Failure::Busy => (
                 "temporarily_unavailable",
@@ -198,6 +214,15 @@ impl Failure {
             | Failure::Saturated { retry_after_secs }
             | Failure::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Failure::OverRouteLimit {
+                retry_after_secs,
+                policy,
+                state,
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                headers.insert(RATELIMIT_POLICY, policy.clone());
+                headers.insert(RATELIMIT, state.clone());
             }
             Failure::Busy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -13,6 +13,7 @@ use crate::auth::jwt::TokenKeys;
 use crate::auth::keys::{KeyRing, KeyStatus, RingKey};
 use crate::auth::lockout::Lockouts;
 use crate::auth::password::PasswordVerifier;
+use crate::auth::rate_limit::RateLimits;
 use crate::auth::revocation::Revocations;
 use crate::auth::token_cache::TokenCache;
 use crate::config::Config;
@@ -24,6 +25,8 @@ use crate::tls::{self, TlsError};
 const MAX_LOCKOUT_KEYS: usize = 100_000;
 /// Upper bound on verified tokens kept per snapshot.
 const MAX_CACHED_TOKENS: usize = 65_536;
+/// Upper bound on callers tracked by route rate limits.
+const MAX_RATE_LIMIT_KEYS: usize = 1_000_000;
 /// Upper bound on remembered revoked token ids.
 const MAX_REVOCATIONS: usize = 1_000_000;
 
@@ -75,6 +78,9 @@ pub struct Shared {
     /// addresses out of the table (or the reverse).
     pub ip_lockouts: Lockouts,
     pub revocations: Revocations,
+    /// Route `rate_limit:` timestamps per caller; outlives reloads (a reload must not reset
+    /// anyone's allowance).
+    pub rate_limits: RateLimits,
     pub passwords: PasswordVerifier,
     pub metrics: Metrics,
     /// External issuers' fetched keys; outlives reloads (unchanged issuers keep theirs).
@@ -106,6 +112,7 @@ impl Shared {
             user_lockouts: Lockouts::new(policy, MAX_LOCKOUT_KEYS),
             ip_lockouts: Lockouts::new(policy, MAX_LOCKOUT_KEYS),
             revocations: Revocations::new(MAX_REVOCATIONS),
+            rate_limits: RateLimits::new(MAX_RATE_LIMIT_KEYS, crate::config::DEFAULT_IPV6_PREFIX),
             passwords: PasswordVerifier::new(cores, cores * 4),
             metrics,
             ready: AtomicBool::new(true),

@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod keys;
 pub mod lockout;
 pub mod password;
+pub mod rate_limit;
 pub mod revocation;
 pub mod token_cache;
 pub mod user;

@@ -158,12 +158,20 @@ impl Builder {
         )?;
         let extra_methods = self.extra_methods(&raw.extra_methods)?;
         let issuers = self.issuers(&raw, &tokens.settings, &mut files, &mut digest_input)?;
+        let default_rate_limit = match &raw.rate_limit {
+            None => None,
+            Some(limit) => Some(std::sync::Arc::new(
+                routes::rate_limit(limit)
+                    .map_err(|e| self.err(None, format!("rate_limit: {e}")))?,
+            )),
+        };
         let routes = self.routes(
             &raw.routes,
             &vocabulary,
             &upstreams,
             &extra_methods,
             &issuers,
+            default_rate_limit.as_ref(),
         )?;
         let positions = Positions {
             routes: raw.routes.iter().map(|r| position(&r.referenced)).collect(),

@@ -61,6 +61,8 @@ pub struct GatewayFile {
     #[serde(default)]
     #[schemars(with = "Vec<RouteFile>")]
     pub routes: Vec<Spanned<RouteFile>>,
+    /// Default per-identity rate limit for proxied routes (a route's own `rate_limit:` wins).
+    pub rate_limit: Option<RateLimitFile>,
     /// External identity providers whose tokens are accepted: name → settings. `local` (the
     /// gateway's own tokens) is reserved.
     #[serde(default)]
@@ -172,6 +174,29 @@ pub struct KeyFile {
     /// When a `retired` key was retired (RFC 3339, e.g. `2026-12-01T10:00:00Z`): `check`
     /// says when it may be removed.
     pub retired_at: Option<String>,
+}
+
+/// A rate limit: `requests` per `per` on average, at most `burst` back to back.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    /// Requests allowed per `per`.
+    pub requests: u32,
+    /// The period (duration, e.g. `1s`, `1m`).
+    pub per: String,
+    /// Most requests passing back to back (default: `requests`).
+    pub burst: Option<u32>,
+    /// Also send `RateLimit-Policy`/`RateLimit` on allowed responses (always on 429).
+    #[serde(default)]
+    pub headers: bool,
+}
+
+/// A route's `rate_limit:`: its own limit, or `false` for none.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RouteRateLimitFile {
+    Off(bool),
+    Limit(RateLimitFile),
 }
 
 /// One entry of `issuers:`: an external identity provider.
@@ -394,6 +419,8 @@ pub struct RouteFile {
     pub scopes: Option<Vec<String>>,
     /// A token holding at least one of these scopes may pass.
     pub any_scopes: Option<Vec<String>>,
+    /// This route's rate limit per caller, or `false` for none (default: the top-level one).
+    pub rate_limit: Option<RouteRateLimitFile>,
     /// Issuers whose tokens this route accepts (`local` = the gateway's own; default: all).
     pub issuers: Option<Vec<String>>,
     /// Match literal segments ignoring ASCII case.

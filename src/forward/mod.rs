@@ -10,3 +10,4 @@ pub mod echo;
 pub mod headers;
 pub mod proxy;
 pub mod request_body;
+pub mod trace;

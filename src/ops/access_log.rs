@@ -17,6 +17,8 @@ use crate::ops::metrics::Metrics;
 #[derive(Debug)]
 pub struct AccessRecord<'a> {
     pub request_id: &'a HeaderValue,
+    /// The W3C trace id (32 hex digits) the request was given or continued.
+    pub trace_id: &'a str,
     pub client: SocketAddr,
     pub method: &'a Method,
     /// The normalised path (empty when the target was refused before normalising).
@@ -67,6 +69,7 @@ impl AccessRecord<'_> {
         tracing::info!(
             target: "access",
             request_id = %self.request_id(),
+            trace_id = self.trace_id,
             client = %self.client,
             method = %self.method,
             path = %self.path,
@@ -98,6 +101,7 @@ impl AccessRecord<'_> {
         timestamp(out, SystemTime::now());
         out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\"");
         string(out, "request_id", self.request_id());
+        string(out, "trace_id", self.trace_id);
         let _ = write!(out, ",\"client\":\"{}\"", self.client);
         string(out, "method", self.method.as_str());
         string(out, "path", self.path);
@@ -131,8 +135,9 @@ impl AccessRecord<'_> {
         timestamp(out, SystemTime::now());
         let _ = write!(
             out,
-            "  INFO access: request_id={} client={} method={} path={} route={} user={} decision={:?} status={}",
+            "  INFO access: request_id={} trace_id={} client={} method={} path={} route={} user={} decision={:?} status={}",
             self.request_id().escape_debug(),
+            self.trace_id,
             self.client,
             self.method.as_str().escape_debug(),
             self.path,
@@ -207,6 +212,7 @@ mod tests {
         let request_id = HeaderValue::from_static("id\"x");
         let record = AccessRecord {
             request_id: &request_id,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
             client: "127.0.0.1:1".parse().unwrap(),
             method: &Method::GET,
             path: "/a",
@@ -225,6 +231,7 @@ mod tests {
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["user"], "u\"ser");
         assert_eq!(line["request_id"], "id\"x");
+        assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(line["status"], 200);
         assert_eq!(line["bytes_out"], 5);
         assert_eq!(line["target"], "access");

@@ -13,6 +13,7 @@ use crate::auth::bearer::Identity;
 use crate::conn::framing::RawHeads;
 use crate::conn::tunnel::TunnelSlot;
 use crate::error::Failure;
+use crate::forward::trace::TraceContext;
 use crate::ops::access_log::AccessRecord;
 
 /// Where a request came from.
@@ -89,7 +90,7 @@ impl From<&Failure> for Decision {
             Failure::InsufficientScope { .. } => Decision::Forbidden,
             Failure::UpstreamUnavailable | Failure::UpstreamTimeout => Decision::UpstreamError,
             Failure::OAuth { .. } | Failure::LockedOut { .. } => Decision::LoginFailed,
-            Failure::RateLimited { .. } => Decision::RateLimited,
+            Failure::RateLimited { .. } | Failure::OverRouteLimit { .. } => Decision::RateLimited,
             Failure::Busy | Failure::Saturated { .. } => Decision::Busy,
             Failure::Internal => Decision::Error,
         }
@@ -116,6 +117,8 @@ pub struct RequestCtx<'s> {
     pub login_user: String,
     pub decision: Decision,
     pub upstream_latency: Option<Duration>,
+    /// This hop of the request's W3C trace (continued or new).
+    pub trace: TraceContext,
     /// `resource_metadata="…"` for the challenge of a refused request (RFC 9728 §5.1).
     pub resource_metadata: Option<String>,
     /// Every answer, failures included, must be uncacheable (the token endpoint, RFC 6749
@@ -142,6 +145,7 @@ impl RequestCtx<'_> {
             login_user: String::new(),
             decision: Decision::Reject,
             upstream_latency: None,
+            trace: TraceContext::for_request(request.headers()),
             resource_metadata: None,
             no_store: false,
         }
@@ -166,6 +170,7 @@ impl RequestCtx<'_> {
     ) -> AccessRecord<'_> {
         AccessRecord {
             request_id: &self.request_id,
+            trace_id: self.trace.trace_id(),
             client: self.peer,
             method: &self.method,
             path: &self.path,

@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::auth::bearer::Identity;
 use crate::body::ResponseBody;
+use crate::forward::trace::TraceContext;
 use crate::ops::access_log::AccessRecord;
 use crate::pipeline::context::{Decision, RequestCtx};
 use crate::state::Snapshot;
@@ -33,6 +34,7 @@ struct PendingLog {
     snapshot: Arc<Snapshot>,
     route_index: usize,
     request_id: HeaderValue,
+    trace: TraceContext,
     peer: SocketAddr,
     method: Method,
     path: String,
@@ -70,6 +72,7 @@ impl LoggedBody {
             snapshot,
             route_index,
             request_id: ctx.request_id,
+            trace: ctx.trace,
             peer: ctx.peer,
             method: ctx.method,
             path: ctx.path,
@@ -105,6 +108,7 @@ impl PendingLog {
             .map_or("", |identity| identity.token.subject.as_str());
         AccessRecord {
             request_id: &self.request_id,
+            trace_id: self.trace.trace_id(),
             client: self.peer,
             method: &self.method,
             path: &self.path,

@@ -12,6 +12,7 @@ pub mod context;
 pub mod hygiene;
 pub mod logged_body;
 pub mod login;
+pub mod rate_limit;
 pub mod upstream;
 pub mod well_known;
 
@@ -26,7 +27,7 @@ use hyper::body::Incoming;
 use crate::auth::bearer::Identity;
 use crate::body::ResponseBody;
 use crate::clock::unix_now;
-use crate::error::{no_store, Failure, TokenError};
+use crate::error::{no_store, Failure, TokenError, RATELIMIT, RATELIMIT_POLICY};
 use crate::forward::headers::{self, REQUEST_ID};
 use crate::forward::request_body::{BodyLimits, GuardedBody};
 use crate::policy::decision::{self, Destination, Permit};
@@ -133,6 +134,14 @@ async fn pipeline<'s>(
         ctx.resource_metadata = well_known::resource_metadata(&request, &route.pattern);
         return Err(failure);
     }
+    let rate_headers = rate_limit::check(
+        shared,
+        snapshot,
+        route,
+        ctx.identity.as_ref(),
+        &conn,
+        request.headers(),
+    )?;
     ctx.decision = Decision::Allow;
     let upstream = route
         .upstream
@@ -157,16 +166,13 @@ async fn pipeline<'s>(
             .await
             .map_err(|err| Failure::from(&err))?;
     }
-    let upstream_request = upstream::build_upstream_request(
-        snapshot,
-        &conn,
-        upstream,
-        request,
-        &ctx.path,
-        ctx.identity.as_ref(),
-        &ctx.request_id,
-    )?;
+    let upstream_request =
+        upstream::build_upstream_request(snapshot, &conn, upstream, request, ctx)?;
     let mut response = upstream::send(upstream, upstream_request, ctx).await?;
+    if let Some((policy, state)) = rate_headers {
+        response.headers_mut().insert(RATELIMIT_POLICY, policy);
+        response.headers_mut().insert(RATELIMIT, state);
+    }
     if let Some(tunnel) = response
         .extensions_mut()
         .remove::<crate::conn::tunnel::PendingTunnel>()

@@ -2,14 +2,12 @@
 //! stripped client headers, then the gateway's own forwarding and identity headers), send
 //! it, and turn the answer into the client's response (or a pending WebSocket tunnel).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 
-use crate::auth::bearer::Identity;
 use crate::body::ResponseBody;
 use crate::config::{Upstream, UpstreamTarget};
 use crate::conn::tunnel::PendingTunnel;
@@ -25,16 +23,15 @@ use crate::pipeline::context::{ConnInfo, RequestCtx};
 use crate::state::Snapshot;
 
 /// Rebuild the request for the upstream: canonical path, stripped client headers, then the
-/// gateway's own forwarding and identity headers.
+/// gateway's own forwarding and identity headers, all from what `ctx` has learnt.
 pub fn build_upstream_request(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     upstream: &Upstream,
     request: Request<GuardedBody>,
-    path: &str,
-    identity: Option<&Arc<Identity>>,
-    request_id: &HeaderValue,
+    ctx: &RequestCtx<'_>,
 ) -> Result<Request<GuardedBody>, Failure> {
+    let (path, identity, request_id) = (ctx.path.as_str(), ctx.identity.as_ref(), &ctx.request_id);
     let (mut parts, body) = request.into_parts();
     let websocket = is_websocket_upgrade(&parts);
     let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -61,6 +58,8 @@ pub fn build_upstream_request(
     h.insert(FORWARDED_PROTO, HeaderValue::from_static("https"));
     // The same id the client gets back, so logs on both sides can be joined.
     h.insert(REQUEST_ID, request_id.clone());
+    // This hop of the trace: the caller's trace continued with our span, or a new one.
+    ctx.trace.apply(h);
     if let Some(identity) = identity {
         // The subject was checked for control characters and length when the token was verified.
         let user = HeaderValue::from_str(&identity.token.subject)

@@ -10,5 +10,6 @@ pub mod authz;
 pub mod claim_path;
 pub mod decision;
 pub mod path;
+pub mod rate_limit;
 pub mod routes;
 pub mod well_known;

@@ -39,6 +39,8 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// Issuers (by name; `local` = the gateway's own) whose tokens count here; `None`: all.
     pub issuers: Option<Vec<String>>,
+    /// Requests per caller this route lets through; `None`: unlimited.
+    pub rate_limit: Option<std::sync::Arc<crate::policy::rate_limit::RateLimit>>,
 }
 
 /// Why a route was refused. Every message names the pattern or route so config errors point home.
@@ -444,6 +446,7 @@ mod tests {
     fn r(spec: &str) -> Route {
         let mut route = Route {
             issuers: None,
+            rate_limit: None,
             id: String::new(),
             pattern: String::new(),
             methods: None,

@@ -338,6 +338,10 @@ async fn the_access_log_records_the_request_and_never_the_password_token_or_cook
                 ("authorization", &format!("Bearer {token}")),
                 ("cookie", "session=SECRETCOOKIE123"),
                 ("x-request-id", "ops-test-request-0001"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
             ],
         )
         .await;
@@ -377,6 +381,10 @@ async fn the_access_log_records_the_request_and_never_the_password_token_or_cook
     assert!(
         access.contains("/api/items"),
         "the normalised path is missing: {access}"
+    );
+    assert!(
+        access.contains("trace_id=4bf92f3577b34da6a3ce929d0e0e4736"),
+        "the caller's trace id is in the line: {access}"
     );
     assert!(access.contains("alice"), "the user is missing: {access}");
     let refused_line = log

@@ -5,8 +5,10 @@ use super::methods::ExtraMethods;
 use super::units::parse_size;
 use super::*;
 use crate::policy::authz::{Requirement, Vocabulary};
+use crate::policy::rate_limit::RateLimit;
 use crate::policy::routes::{Access, Route, RouteTable};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 impl Builder {
     pub(super) fn extra_methods(
@@ -29,6 +31,7 @@ impl Builder {
         upstreams: &HashMap<String, Upstream>,
         extra_methods: &ExtraMethods,
         issuers: &[IssuerSettings],
+        default_rate_limit: Option<&Arc<RateLimit>>,
     ) -> Result<RouteTable, ConfigError> {
         let mut routes = Vec::with_capacity(raw.len());
         let mut ids = HashSet::new();
@@ -98,8 +101,22 @@ impl Builder {
                     Some(names.clone())
                 }
             };
+            let rate_limit = match (&r.rate_limit, &access) {
+                (_, Access::Deny) => None,
+                (None, _) => default_rate_limit.cloned(),
+                (Some(file::RouteRateLimitFile::Off(false)), _) => None,
+                (Some(file::RouteRateLimitFile::Off(true)), _) => {
+                    return Err(here(
+                        "rate_limit: give a limit `{ requests, per }` or `false`".into(),
+                    ))
+                }
+                (Some(file::RouteRateLimitFile::Limit(limit)), _) => Some(Arc::new(
+                    rate_limit(limit).map_err(|e| here(format!("rate_limit: {e}")))?,
+                )),
+            };
             routes.push(Route {
                 issuers: route_issuers,
+                rate_limit,
                 id,
                 pattern: r.path.clone(),
                 methods,
@@ -150,4 +167,26 @@ fn route_access(r: &file::RouteFile, vocabulary: &Vocabulary) -> Result<Access, 
         }
         _ => Err("`public`, `deny` and `scopes`/`any_scopes` exclude each other; pick one".into()),
     }
+}
+
+/// A `rate_limit:` block, validated: at least one request, a period of 1 ms to 1 day.
+pub(super) fn rate_limit(raw: &file::RateLimitFile) -> Result<RateLimit, String> {
+    if raw.requests == 0 {
+        return Err("`requests` must be at least 1".into());
+    }
+    let period = parse_duration(&raw.per, Duration::from_secs(24 * 3600))
+        .map_err(|e| format!("per: {e}"))?;
+    if period.is_zero() {
+        return Err("`per` must be positive".into());
+    }
+    let burst = raw.burst.unwrap_or(raw.requests);
+    if burst == 0 {
+        return Err("`burst` must be at least 1".into());
+    }
+    Ok(RateLimit {
+        requests: raw.requests,
+        period,
+        burst,
+        headers: raw.headers,
+    })
 }
