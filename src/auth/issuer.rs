@@ -132,7 +132,7 @@ impl IssuerPolicy {
         }
         let mut outcome = Err(TokenError::UnsupportedAlgorithm);
         for key in keys.candidates(kid, head.alg) {
-            outcome = check_signature(token, &key.decoding, &self.validations[index]);
+            outcome = check_signature(token, &key.decoding, head.alg, &self.validations[index]);
             if !matches!(outcome, Err(TokenError::InvalidSignature)) {
                 break;
             }

@@ -6,9 +6,9 @@
 
 use std::fmt;
 
+use super::jwt::SignatureKey;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::DecodingKey;
 use serde::Deserialize;
 
 use super::jwt::algorithm::{KeyFamily, SigningAlgorithm};
@@ -27,7 +27,7 @@ pub struct PublishedKey {
     pub family: KeyFamily,
     /// For EC keys, the curve's algorithm (ES256 for P-256, ES384 for P-384).
     curve_alg: Option<SigningAlgorithm>,
-    pub(crate) decoding: DecodingKey,
+    pub(crate) decoding: SignatureKey,
 }
 
 impl fmt::Debug for PublishedKey {
@@ -170,33 +170,30 @@ fn key(raw: &RawKey) -> Option<PublishedKey> {
             } else {
                 SigningAlgorithm::ES384
             };
-            (
-                KeyFamily::Ec,
-                Some(curve),
-                DecodingKey::from_ec_components(x, y).ok()?,
-            )
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(4);
+            point.extend(URL_SAFE_NO_PAD.decode(x).ok()?);
+            point.extend(URL_SAFE_NO_PAD.decode(y).ok()?);
+            (KeyFamily::Ec, Some(curve), SignatureKey::Ec(point.into()))
         }
         ("OKP", Some("Ed25519")) => {
             let x = raw.x.as_deref()?;
             if decoded_len(x)? != 32 {
                 return None;
             }
-            (
-                KeyFamily::Ed,
-                None,
-                DecodingKey::from_ed_components(x).ok()?,
-            )
+            let raw = URL_SAFE_NO_PAD.decode(x).ok()?;
+            (KeyFamily::Ed, None, SignatureKey::Ed25519(raw.into()))
         }
         ("RSA", _) => {
             let (n, e) = (raw.n.as_deref()?, raw.e.as_deref()?);
             if decoded_len(n)? < MIN_RSA_MODULUS_BYTES {
                 return None;
             }
-            (
-                KeyFamily::Rsa,
-                None,
-                DecodingKey::from_rsa_components(n, e).ok()?,
-            )
+            let (n, e) = (
+                URL_SAFE_NO_PAD.decode(n).ok()?,
+                URL_SAFE_NO_PAD.decode(e).ok()?,
+            );
+            (KeyFamily::Rsa, None, SignatureKey::rsa(&n, &e))
         }
         // `oct` (HMAC) and everything else: never a verifying key from a published document.
         _ => return None,

@@ -13,8 +13,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{DecodingKey, Header, Validation};
-use serde::de::IgnoredAny;
+use jsonwebtoken::{Header, Validation};
 use serde::Serialize;
 
 use super::keys::KeyRing;
@@ -23,10 +22,13 @@ use crate::error::TokenError;
 pub mod algorithm;
 mod claims;
 mod header;
+pub mod signature;
 pub use algorithm::SigningAlgorithm;
 pub(crate) use claims::NumericDate;
 use claims::{check_subject, json_depth_exceeds, merge_scopes, InClaims, MAX_JSON_DEPTH};
 pub use header::{read_head, TokenHead};
+pub(crate) use signature::check_signature;
+pub use signature::SignatureKey;
 
 /// Tokens longer than this are rejected before any decoding (bounds parsing work).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -184,20 +186,6 @@ pub(crate) fn validation(
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation
-}
-
-/// Check `token`'s signature with `key` under `validation` (which pins the algorithm).
-pub(crate) fn check_signature(
-    token: &str,
-    key: &DecodingKey,
-    validation: &Validation,
-) -> Result<(), TokenError> {
-    // The library parses the claims into its target type *before* validating, so we give it
-    // none and parse typed claims afterwards: its precise errors win, and our parse sees only
-    // signed data.
-    jsonwebtoken::decode::<IgnoredAny>(token, key, validation)
-        .map(|_| ())
-        .map_err(map_error)
 }
 
 /// The time rules every token meets: `exp`, `nbf` and `iat` against `now` with `leeway`, and
@@ -387,7 +375,7 @@ impl TokenKeys {
             if key.algorithm != head.alg {
                 return Err(TokenError::UnsupportedAlgorithm);
             }
-            return check_signature(token, &key.decoding, validation);
+            return check_signature(token, &key.decoding, key.algorithm, validation);
         }
         // Active key first: the one a kid-less token most likely came from.
         let active = &self.ring.active().kid;
@@ -396,7 +384,7 @@ impl TokenKeys {
             .partition(|(key, _)| &key.kid == active);
         let mut outcome = Err(TokenError::UnsupportedAlgorithm);
         for (key, validation) in first.into_iter().chain(rest) {
-            outcome = check_signature(token, &key.decoding, validation);
+            outcome = check_signature(token, &key.decoding, key.algorithm, validation);
             if !matches!(outcome, Err(TokenError::InvalidSignature)) {
                 break;
             }
@@ -405,7 +393,7 @@ impl TokenKeys {
     }
 }
 
-fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
+pub(crate) fn map_error(e: jsonwebtoken::errors::Error) -> TokenError {
     match e.kind() {
         ErrorKind::InvalidSignature => TokenError::InvalidSignature,
         ErrorKind::InvalidAlgorithm
@@ -893,5 +881,61 @@ mod tests {
             &claims(""),
         );
         assert_eq!(verify(&k, &wrong).err(), Some(TokenError::InvalidSignature));
+    }
+
+    #[test]
+    fn public_key_tokens_meet_issuer_and_audience_too() {
+        let (key, pem) = asymmetric("k1", SigningAlgorithm::ES256, KeyStatus::Active);
+        let strict = ring_keys(vec![key], Some("https://pc"), Some("api"));
+        let same_key = || {
+            RingKey::new(
+                "k1".into(),
+                SigningAlgorithm::ES256,
+                KeyStatus::Active,
+                None,
+                KeyMaterial::PrivatePem(pem.clone()),
+            )
+            .expect("key")
+        };
+        let cases = [
+            (Some("https://pc"), Some("api"), None),
+            (
+                Some("https://other"),
+                Some("api"),
+                Some(TokenError::WrongIssuer),
+            ),
+            (
+                Some("https://pc"),
+                Some("other"),
+                Some(TokenError::WrongAudience),
+            ),
+            (None, Some("api"), Some(TokenError::MissingClaim("iss"))),
+            (
+                Some("https://pc"),
+                None,
+                Some(TokenError::MissingClaim("aud")),
+            ),
+        ];
+        for (iss, aud, expected) in cases {
+            let minting = ring_keys(vec![same_key()], iss, aud);
+            let token = minting
+                .issue("alex", &[], UserClaims::default(), NOW)
+                .expect("issue")
+                .token;
+            assert_eq!(verify(&strict, &token).err(), expected, "{iss:?} {aud:?}");
+        }
+        // And a bit flipped in the signature fails with the key ring verifier.
+        let token = strict
+            .issue("alex", &[], UserClaims::default(), NOW)
+            .expect("issue")
+            .token;
+        let mut bytes = token.into_bytes();
+        let last = bytes.len() - 3;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(bytes).expect("ascii");
+        assert_eq!(
+            verify(&strict, &flipped).err(),
+            Some(TokenError::InvalidSignature)
+        );
     }
 }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::EncodingKey;
 use serde_json::json;
 
 use super::jwt::algorithm::{KeyFamily, SigningAlgorithm};
+use super::jwt::SignatureKey;
 
 /// Longest `kid` accepted in the configuration.
 pub const MAX_KID_BYTES: usize = 64;
@@ -90,7 +91,7 @@ pub struct RingKey {
     /// When the key was retired (unix seconds), if the configuration says.
     pub retired_at: Option<u64>,
     encoding: EncodingKey,
-    pub(crate) decoding: DecodingKey,
+    pub(crate) decoding: SignatureKey,
     /// The public key as a JWK; `None` for HMAC keys, which are never published.
     public_jwk: Option<serde_json::Value>,
 }
@@ -121,7 +122,7 @@ impl RingKey {
         let (encoding, decoding, public_jwk) = match (algorithm.family(), material) {
             (KeyFamily::Hmac, KeyMaterial::Secret(secret)) => (
                 EncodingKey::from_secret(&secret),
-                DecodingKey::from_secret(&secret),
+                SignatureKey::hmac(&secret),
                 None,
             ),
             (KeyFamily::Hmac, KeyMaterial::PrivatePem(_)) => {
@@ -176,7 +177,7 @@ fn asymmetric(
     family: KeyFamily,
     kid: &str,
     pem: &str,
-) -> Result<(EncodingKey, DecodingKey, Option<serde_json::Value>), KeyError> {
+) -> Result<(EncodingKey, SignatureKey, Option<serde_json::Value>), KeyError> {
     let pair = rcgen::KeyPair::from_pem(pem).map_err(|e| KeyError::BadPem(e.to_string()))?;
     let wanted = match family {
         KeyFamily::Ec => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -200,13 +201,13 @@ fn asymmetric(
                 .ok_or_else(|| KeyError::BadPem("unexpected P-256 public key".into()))?;
             (
                 EncodingKey::from_ec_der(&der),
-                DecodingKey::from_ec_der(public),
+                SignatureKey::Ec(public.into()),
                 json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}),
             )
         }
         _ => (
             EncodingKey::from_ed_der(&der),
-            DecodingKey::from_ed_der(public),
+            SignatureKey::Ed25519(public.into()),
             json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(public)}),
         ),
     };
