@@ -5,6 +5,7 @@ use super::file::{Location, Spanned};
 use super::units::{interpolate, parse_duration, parse_size};
 mod identity;
 mod issuers;
+mod policy;
 mod routes;
 mod tokens;
 mod upstreams;
@@ -158,13 +159,20 @@ impl Builder {
         )?;
         let extra_methods = self.extra_methods(&raw.extra_methods)?;
         let issuers = self.issuers(&raw, &tokens.settings, &mut files, &mut digest_input)?;
+        let cors = raw
+            .cors
+            .as_ref()
+            .map(|block| self.cors(block, "cors", &extra_methods))
+            .transpose()?;
         let routes = self.routes(
             &raw.routes,
             &vocabulary,
             &upstreams,
             &extra_methods,
             &issuers,
+            cors.as_ref(),
         )?;
+        let claim_paths = policy::claim_paths(routes.routes());
         let positions = Positions {
             routes: raw.routes.iter().map(|r| position(&r.referenced)).collect(),
             scopes: positions_of(&raw.scopes),
@@ -202,6 +210,8 @@ impl Builder {
             upstreams,
             issuers,
             routes,
+            cors,
+            claim_paths,
             digest: digest_hex(&digest_input),
         })
     }

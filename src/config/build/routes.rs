@@ -5,8 +5,11 @@ use super::methods::ExtraMethods;
 use super::units::parse_size;
 use super::*;
 use crate::policy::authz::{Requirement, Vocabulary};
+use crate::policy::claims::ClaimRules;
+use crate::policy::cors::CorsPolicy;
 use crate::policy::routes::{Access, Route, RouteTable};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 impl Builder {
     pub(super) fn extra_methods(
@@ -29,6 +32,7 @@ impl Builder {
         upstreams: &HashMap<String, Upstream>,
         extra_methods: &ExtraMethods,
         issuers: &[IssuerSettings],
+        default_cors: Option<&Arc<CorsPolicy>>,
     ) -> Result<RouteTable, ConfigError> {
         let mut routes = Vec::with_capacity(raw.len());
         let mut ids = HashSet::new();
@@ -98,7 +102,31 @@ impl Builder {
                     Some(names.clone())
                 }
             };
+            let claims = match &r.claims {
+                None => ClaimRules::default(),
+                Some(list) if list.is_empty() => {
+                    return Err(here("`claims: []` says nothing; omit it".into()))
+                }
+                Some(_) if !matches!(access, Access::Scopes(_)) => {
+                    return Err(here(
+                        "`claims:` needs a token: give it with `scopes:` or `any_scopes:`".into(),
+                    ))
+                }
+                Some(list) => {
+                    self.claim_rules(list, &format!("routes[{index}] ({})", r.path))?
+                }
+            };
+            let cors = match &r.cors {
+                None => default_cors.cloned(),
+                Some(block) => Some(self.cors(
+                    block,
+                    &format!("routes[{index}] ({}): cors", r.path),
+                    extra_methods,
+                )?),
+            };
             routes.push(Route {
+                claims,
+                cors,
                 issuers: route_issuers,
                 id,
                 pattern: r.path.clone(),
