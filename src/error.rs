@@ -131,7 +131,9 @@ impl Failure {
                 "access_denied",
                 format!("claim condition failed: {condition}"),
             ),
-            Failure::CorsRefused(why) => ("access_denied", format!("CORS preflight refused: {why}")),
+            Failure::CorsRefused(why) => {
+                ("access_denied", format!("CORS preflight refused: {why}"))
+            }
             Failure::PayloadTooLarge => ("invalid_request", "request body too large".to_owned()),
             Failure::RequestTimeout => (
                 "request_timeout",

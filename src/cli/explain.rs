@@ -41,7 +41,10 @@ pub fn explain(
         eprintln!("error: `{}` is not an HTTP method token", request.method);
         return ExitCode::FAILURE;
     };
-    let claims = match claims.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+    let claims = match claims
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+    {
         None => None,
         Some(Ok(value)) if value.is_object() => Some(value),
         Some(_) => {

@@ -80,7 +80,10 @@ pub fn apply(policy: &CorsPolicy, origin: Option<&HeaderValue>, headers: &mut He
         return;
     };
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
-    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, policy.expose_headers());
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        policy.expose_headers(),
+    );
     if let Some(value) = policy.allow_credentials() {
         headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, value);
     }

@@ -293,7 +293,10 @@ mod tests {
     #[test]
     fn descriptions_name_the_condition_in_config_terms() {
         let cases = [
-            (condition("org.id", ClaimTest::Equals(n(json!(42)))), "org.id equals 42"),
+            (
+                condition("org.id", ClaimTest::Equals(n(json!(42)))),
+                "org.id equals 42",
+            ),
             (
                 condition("tier", ClaimTest::AnyOf(vec![s("gold"), s("platinum")])),
                 r#"tier any_of ["gold", "platinum"]"#,
@@ -323,9 +326,15 @@ mod tests {
         );
         // A path and its parent: the parent's whole value is kept.
         let kept = keep(&claims(), &[path("org.id"), path("org")]);
-        assert_eq!(kept, json!({"org": {"id": 42, "name": "Acme", "ratio": 0.5}}));
+        assert_eq!(
+            kept,
+            json!({"org": {"id": 42, "name": "Acme", "ratio": 0.5}})
+        );
         let kept = keep(&claims(), &[path("org"), path("org.id")]);
-        assert_eq!(kept, json!({"org": {"id": 42, "name": "Acme", "ratio": 0.5}}));
+        assert_eq!(
+            kept,
+            json!({"org": {"id": 42, "name": "Acme", "ratio": 0.5}})
+        );
         assert_eq!(keep(&claims(), &[]), Value::Null);
         // Conditions give the same answers on what was kept.
         let rules = ClaimRules::new(vec![

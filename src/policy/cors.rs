@@ -15,7 +15,8 @@ use crate::error::CorsRefusal;
 pub const ALWAYS_EXPOSED: [&str; 2] = ["WWW-Authenticate", "Retry-After"];
 
 /// The `Vary` of every preflight answer, granted or not.
-pub const PREFLIGHT_VARY: &str = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
+pub const PREFLIGHT_VARY: &str =
+    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 
 /// Which origins are granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +89,11 @@ impl CorsPolicy {
         Ok(CorsPolicy {
             origins: spec.origins,
             methods: spec.methods,
-            headers: spec.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            headers: spec
+                .headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             credentials: spec.credentials,
             allow_methods,
             allow_headers,
@@ -157,8 +162,7 @@ impl CorsPolicy {
     }
 
     pub fn allow_credentials(&self) -> Option<HeaderValue> {
-        self.credentials
-            .then(|| HeaderValue::from_static("true"))
+        self.credentials.then(|| HeaderValue::from_static("true"))
     }
 
     /// Whether a preflight could ever be granted (`allow_origins: []` turns CORS off for a
@@ -184,7 +188,9 @@ pub fn parse_origin(text: &str) -> Result<String, String> {
         _ => return Err(bad("the scheme must be `http` or `https`")),
     };
     if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ', '*']) {
-        return Err(bad("no path, query, user or wildcard; browsers send only scheme://host[:port]"));
+        return Err(bad(
+            "no path, query, user or wildcard; browsers send only scheme://host[:port]",
+        ));
     }
     if text.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(bad("browsers send origins in lowercase"));
@@ -281,7 +287,10 @@ mod tests {
             check(&app, Method::POST, Some("authorization, content-type")),
             Ok(app.clone())
         );
-        assert_eq!(check(&app, Method::POST, Some("AUTHORIZATION")), Ok(app.clone()));
+        assert_eq!(
+            check(&app, Method::POST, Some("AUTHORIZATION")),
+            Ok(app.clone())
+        );
         assert_eq!(
             check(&hv("https://evil.example"), Method::GET, None),
             Err(CorsRefusal::Origin)

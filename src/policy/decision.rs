@@ -192,9 +192,7 @@ pub fn preflight(
             return refuse(CorsRefusal::Destination)
         }
         Destination::Route { .. } => {}
-        Destination::NoRoute | Destination::OptionsStar => {
-            return refuse(CorsRefusal::Destination)
-        }
+        Destination::NoRoute | Destination::OptionsStar => return refuse(CorsRefusal::Destination),
         Destination::Login | Destination::Logout => {
             if check_endpoint_method(method).is_err() {
                 return refuse(CorsRefusal::Method);

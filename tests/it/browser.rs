@@ -197,7 +197,11 @@ routes:
         Some(r#"Bearer realm="portcullis""#),
         "the page reads the challenge: {allowed}"
     );
-    assert_eq!(up.count(), 1, "only the authorised call reached the upstream");
+    assert_eq!(
+        up.count(),
+        1,
+        "only the authorised call reached the upstream"
+    );
 
     let refused = run_page(
         browser,
@@ -211,5 +215,9 @@ routes:
         "the browser blocks another origin: {refused}"
     );
     assert_eq!(refused["login"], Value::Null, "{refused}");
-    assert_eq!(up.count(), 1, "nothing from the other origin reached the upstream");
+    assert_eq!(
+        up.count(),
+        1,
+        "nothing from the other origin reached the upstream"
+    );
 }

@@ -76,8 +76,16 @@ fn failures() -> Vec<(Value, &'static str, &'static str)> {
         edit(&mut claims);
         cases.push((claims, condition, secret));
     };
-    change(&|c| c["org"]["id"] = json!(4242), "org.id equals 42", "4242");
-    change(&|c| c["org"]["id"] = json!("42"), "org.id equals 42", "\"42\"");
+    change(
+        &|c| c["org"]["id"] = json!(4242),
+        "org.id equals 42",
+        "4242",
+    );
+    change(
+        &|c| c["org"]["id"] = json!("42"),
+        "org.id equals 42",
+        "\"42\"",
+    );
     change(&|c| c["org"] = json!("Acme"), "org.id equals 42", "Acme");
     change(
         &|c| c["realm_access"]["roles"] = json!(["reader", "billing-x"]),
@@ -123,7 +131,12 @@ async fn local_tokens_pass_when_every_condition_holds_and_get_403_naming_the_one
             let reply = client
                 .get_with_token("/billing/invoices", &local_token("read", &claims))
                 .await;
-            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{condition}: {}", reply.text());
+            assert_eq!(
+                reply.status,
+                StatusCode::FORBIDDEN,
+                "{condition}: {}",
+                reply.text()
+            );
             let body = reply.json();
             assert_eq!(body["error"], "access_denied", "{condition}");
             assert_eq!(
@@ -229,9 +242,8 @@ routes:{BILLING}"#,
 }
 
 fn config_error(routes: &str) -> String {
-    let text = format!(
-        "scopes: {{ read: Read }}\nupstreams: {{ up: \"echo:\" }}\nroutes:\n{routes}"
-    );
+    let text =
+        format!("scopes: {{ read: Read }}\nupstreams: {{ up: \"echo:\" }}\nroutes:\n{routes}");
     portcullis::config::Config::from_text(std::path::Path::new("gw.yaml"), &text)
         .expect_err(routes)
         .to_string()
@@ -241,15 +253,33 @@ fn config_error(routes: &str) -> String {
 fn malformed_conditions_are_refused_at_their_line() {
     let head = "  - path: /x\n    upstream: up\n    scopes: [read]\n    claims:\n      - { claim: ok, exists: true }\n";
     let cases = [
-        ("      - { claim: a, equals: [1] }\n", "`equals` takes a string, number or boolean, not a list"),
+        (
+            "      - { claim: a, equals: [1] }\n",
+            "`equals` takes a string, number or boolean, not a list",
+        ),
         ("      - { claim: a, equals: { b: 1 } }\n", "not a mapping"),
-        ("      - { claim: a, equals: 1, contains: 1 }\n", "exactly one of"),
+        (
+            "      - { claim: a, equals: 1, contains: 1 }\n",
+            "exactly one of",
+        ),
         ("      - { claim: a }\n", "exactly one of"),
-        ("      - { claim: a, any_of: gold }\n", "`any_of` takes a list, not a string"),
+        (
+            "      - { claim: a, any_of: gold }\n",
+            "`any_of` takes a list, not a string",
+        ),
         ("      - { claim: a, any_of: [] }\n", "can never hold"),
-        ("      - { claim: a, any_of: [[1]] }\n", "`any_of` takes a string"),
-        ("      - { claim: a, exists: yes please }\n", "`exists` takes true or false"),
-        ("      - { claim: a..b, exists: true }\n", "not a claim path"),
+        (
+            "      - { claim: a, any_of: [[1]] }\n",
+            "`any_of` takes a string",
+        ),
+        (
+            "      - { claim: a, exists: yes please }\n",
+            "`exists` takes true or false",
+        ),
+        (
+            "      - { claim: a..b, exists: true }\n",
+            "not a claim path",
+        ),
         ("      - { claim: a, equal: 1 }\n", "unknown field"),
     ];
     for (line, expected) in cases {
@@ -257,8 +287,13 @@ fn malformed_conditions_are_refused_at_their_line() {
         assert!(err.starts_with("gw.yaml:9:"), "{line}: {err}");
         assert!(err.contains(expected), "{line}: {err}");
     }
-    let err = config_error("  - { path: /x, upstream: up, public: true, claims: [{ claim: a, exists: true }] }\n");
-    assert!(err.starts_with("gw.yaml:4:") && err.contains("needs a token"), "{err}");
+    let err = config_error(
+        "  - { path: /x, upstream: up, public: true, claims: [{ claim: a, exists: true }] }\n",
+    );
+    assert!(
+        err.starts_with("gw.yaml:4:") && err.contains("needs a token"),
+        "{err}"
+    );
     let err = config_error("  - { path: /x, upstream: up, scopes: [read], claims: [] }\n");
     assert!(err.contains("`claims: []`"), "{err}");
 }
@@ -282,7 +317,9 @@ async fn explain_and_rule_tests_name_the_failed_condition() {
     let silver = merged(good(), &json!({"tier": "silver"})).to_string();
     let (_, out, _) = explain(&["--scopes", "read", "--claims", &silver]);
     assert!(
-        out.contains(r#"decision: 403 Forbidden (claim condition failed: tier any_of ["gold", "platinum"])"#),
+        out.contains(
+            r#"decision: 403 Forbidden (claim condition failed: tier any_of ["gold", "platinum"])"#
+        ),
         "{out}"
     );
     // A token brings its own claims.
@@ -307,6 +344,10 @@ async fn explain_and_rule_tests_name_the_failed_condition() {
     let (code, out, err) = portcullis(["test", "-c", config_str, tests.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}{err}");
     let failing: Vec<&str> = out.lines().filter(|l| l.contains(": expected ")).collect();
-    assert_eq!(failing.len(), 1, "only the case without claims fails: {out}");
+    assert_eq!(
+        failing.len(),
+        1,
+        "only the case without claims fails: {out}"
+    );
     assert!(failing[0].contains(":4:"), "{out}");
 }

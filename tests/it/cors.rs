@@ -87,7 +87,11 @@ fn all<'r>(reply: &'r Reply, name: &str) -> Vec<&'r str> {
 
 /// The headers a granted origin's answer carries, whatever its status.
 fn assert_granted(reply: &Reply, origin: &str, what: &str) {
-    assert_eq!(all(reply, "access-control-allow-origin"), [origin], "{what}");
+    assert_eq!(
+        all(reply, "access-control-allow-origin"),
+        [origin],
+        "{what}"
+    );
     assert!(
         all(reply, "vary").iter().any(|v| v.contains("Origin")),
         "{what}: {:?}",
@@ -107,9 +111,25 @@ async fn an_allowed_preflight_is_answered_204_by_the_gateway_without_a_token_or_
     let up = Upstream::start().await;
     let gw = Gateway::start(&config(&up.url())).await;
     for (proto, client) in clients(&gw) {
-        let reply = preflight(&client, "/api/items", APP, "PUT", Some("authorization,content-type")).await;
-        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{proto}: {}", reply.text());
-        assert_eq!(reply.header("access-control-allow-origin"), Some(APP), "{proto}");
+        let reply = preflight(
+            &client,
+            "/api/items",
+            APP,
+            "PUT",
+            Some("authorization,content-type"),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NO_CONTENT,
+            "{proto}: {}",
+            reply.text()
+        );
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            Some(APP),
+            "{proto}"
+        );
         assert_eq!(
             reply.header("access-control-allow-methods"),
             Some("GET, POST, PUT")
@@ -119,7 +139,10 @@ async fn an_allowed_preflight_is_answered_204_by_the_gateway_without_a_token_or_
             Some("Authorization, Content-Type")
         );
         assert_eq!(reply.header("access-control-max-age"), Some("600"));
-        assert_eq!(reply.header("access-control-allow-credentials"), Some("true"));
+        assert_eq!(
+            reply.header("access-control-allow-credentials"),
+            Some("true")
+        );
         assert_eq!(
             reply.header("vary"),
             Some("Origin, Access-Control-Request-Method, Access-Control-Request-Headers")
@@ -141,21 +164,44 @@ async fn preflights_asking_for_what_is_not_allowed_get_403_and_no_grant() {
     let gw = Gateway::start(&config(&up.url())).await;
     let cases: [(&str, &str, &str, Option<&str>, &str); 9] = [
         ("/api/x", EVIL, "GET", None, "origin not allowed"),
-        ("/api/x", "https://app.example.evil.example", "GET", None, "origin not allowed"),
+        (
+            "/api/x",
+            "https://app.example.evil.example",
+            "GET",
+            None,
+            "origin not allowed",
+        ),
         ("/api/x", "null", "GET", None, "origin not allowed"),
         ("/api/x", APP, "DELETE", None, "method not allowed"),
         ("/api/x", APP, "put", None, "method not allowed"),
-        ("/api/x", APP, "GET", Some("authorization, x-secret"), "request headers not allowed"),
+        (
+            "/api/x",
+            APP,
+            "GET",
+            Some("authorization, x-secret"),
+            "request headers not allowed",
+        ),
         // No route serves a GET on /write (PUT only), none serves /nowhere, /internal is deny.
         ("/write/x", APP, "GET", None, "no route allows this request"),
         ("/nowhere", APP, "GET", None, "no route allows this request"),
-        ("/internal/x", APP, "GET", None, "no route allows this request"),
+        (
+            "/internal/x",
+            APP,
+            "GET",
+            None,
+            "no route allows this request",
+        ),
     ];
     for (proto, client) in clients(&gw) {
         for (path, origin, method, headers, why) in cases {
             let reply = preflight(&client, path, origin, method, headers).await;
             let what = format!("{proto} {origin} {method} {path} {headers:?}");
-            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{what}: {}", reply.text());
+            assert_eq!(
+                reply.status,
+                StatusCode::FORBIDDEN,
+                "{what}: {}",
+                reply.text()
+            );
             assert!(no_grant(&reply), "{what}: {:?}", reply.headers);
             let body = reply.json();
             assert_eq!(body["error"], "access_denied", "{what}");
@@ -171,7 +217,11 @@ async fn preflights_asking_for_what_is_not_allowed_get_403_and_no_grant() {
             );
         }
     }
-    assert_eq!(up.count(), 0, "a refused preflight never reaches the upstream");
+    assert_eq!(
+        up.count(),
+        0,
+        "a refused preflight never reaches the upstream"
+    );
 }
 
 #[tokio::test]
@@ -185,8 +235,14 @@ async fn a_plain_options_without_the_preflight_headers_is_routed_like_any_method
             vec![("origin", APP)],
             vec![("access-control-request-method", "GET")],
         ] {
-            let reply = client.call("OPTIONS", "/api/x", &headers, Bytes::new()).await;
-            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{proto} {headers:?}");
+            let reply = client
+                .call("OPTIONS", "/api/x", &headers, Bytes::new())
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{proto} {headers:?}"
+            );
         }
         let auth = format!("Bearer {token}");
         let reply = client
@@ -217,7 +273,10 @@ async fn the_gateways_own_401_403_and_429_carry_cors_headers_for_an_allowed_orig
             .call(
                 "PUT",
                 "/write/x",
-                &[("origin", APP), ("authorization", &format!("Bearer {token}"))],
+                &[
+                    ("origin", APP),
+                    ("authorization", &format!("Bearer {token}")),
+                ],
                 Bytes::new(),
             )
             .await;
@@ -253,7 +312,12 @@ async fn the_gateways_own_401_403_and_429_carry_cors_headers_for_an_allowed_orig
         last = Some(reply);
     }
     let reply = last.unwrap();
-    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text());
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text()
+    );
     assert_granted(&reply, APP, "429");
     assert!(reply
         .header("access-control-expose-headers")
@@ -267,8 +331,14 @@ async fn upstream_cors_headers_are_replaced_and_disallowed_origins_get_none() {
     let gw = Gateway::start(&config(&up.url())).await;
     let upstream_says = [
         ("x-test-response-header", "access-control-allow-origin: *"),
-        ("x-test-response-header", "access-control-allow-credentials: false"),
-        ("x-test-response-header", "access-control-expose-headers: x-secret"),
+        (
+            "x-test-response-header",
+            "access-control-allow-credentials: false",
+        ),
+        (
+            "x-test-response-header",
+            "access-control-expose-headers: x-secret",
+        ),
         ("x-test-response-header", "vary: Accept-Encoding"),
     ];
     for (proto, client) in clients(&gw) {
@@ -309,7 +379,11 @@ async fn star_answers_star_and_null_is_granted_only_where_listed() {
     let gw = Gateway::start(&config(&up.url())).await;
     for (proto, client) in clients(&gw) {
         let reply = client.get("/any/x", &[("origin", EVIL)]).await;
-        assert_eq!(reply.header("access-control-allow-origin"), Some("*"), "{proto}");
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            Some("*"),
+            "{proto}"
+        );
         assert_eq!(reply.header("access-control-allow-credentials"), None);
         let reply = preflight(&client, "/any/x", EVIL, "GET", Some("authorization")).await;
         assert_eq!(reply.status, StatusCode::NO_CONTENT);
@@ -364,13 +438,18 @@ async fn login_logout_and_published_documents_are_under_the_top_level_policy() {
             .call(
                 "POST",
                 "/logout",
-                &[("origin", APP), ("authorization", &format!("Bearer {token}"))],
+                &[
+                    ("origin", APP),
+                    ("authorization", &format!("Bearer {token}")),
+                ],
                 Bytes::new(),
             )
             .await;
         assert_eq!(reply.status, StatusCode::NO_CONTENT, "{proto}");
         assert_granted(&reply, APP, proto);
-        let reply = client.get("/.well-known/jwks.json", &[("origin", APP)]).await;
+        let reply = client
+            .get("/.well-known/jwks.json", &[("origin", APP)])
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{proto}");
         assert_granted(&reply, APP, proto);
     }
@@ -385,7 +464,11 @@ async fn without_a_policy_the_gateway_leaves_cors_and_preflights_to_the_routes()
         let reply = preflight(&client, "/admin/x", APP, "GET", None).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{proto}");
         let reply = preflight(&client, "/api/x", APP, "GET", None).await;
-        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{proto}: no rule lists OPTIONS");
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{proto}: no rule lists OPTIONS"
+        );
         assert!(no_grant(&reply));
         // …and on a public route it is forwarded, the upstream's CORS headers untouched.
         let reply = client
@@ -417,10 +500,22 @@ async fn the_config_refuses_unsafe_or_malformed_cors_at_its_line() {
             "cors: { allow_origins: [\"https://a.example\", \"null\"], allow_credentials: true }\n",
             "the `null` origin",
         ),
-        ("cors:\n  allow_origins: [\"https://a.example/\"]\n", "is not an origin"),
-        ("cors:\n  allow_origins: [\"https://A.example\"]\n", "lowercase"),
-        ("cors:\n  allow_origins: [\"https://a.example:443\"]\n", "default port"),
-        ("cors:\n  allow_origins: [\"*\", \"https://a.example\"]\n", "`*` alone"),
+        (
+            "cors:\n  allow_origins: [\"https://a.example/\"]\n",
+            "is not an origin",
+        ),
+        (
+            "cors:\n  allow_origins: [\"https://A.example\"]\n",
+            "lowercase",
+        ),
+        (
+            "cors:\n  allow_origins: [\"https://a.example:443\"]\n",
+            "default port",
+        ),
+        (
+            "cors:\n  allow_origins: [\"*\", \"https://a.example\"]\n",
+            "`*` alone",
+        ),
         (
             "cors:\n  allow_origins: [\"https://a.example\"]\n  allow_methods: [get]\n",
             "allow_methods",
@@ -433,7 +528,10 @@ async fn the_config_refuses_unsafe_or_malformed_cors_at_its_line() {
             "cors:\n  allow_origins: [\"https://a.example\"]\n  max_age: 2d\n",
             "cors.max_age",
         ),
-        ("cors:\n  allow_origin: [\"https://a.example\"]\n", "unknown field"),
+        (
+            "cors:\n  allow_origin: [\"https://a.example\"]\n",
+            "unknown field",
+        ),
     ];
     for (yaml, expected) in cases {
         let text = format!("upstreams: {{ up: \"echo:\" }}\n{yaml}routes: []\n");
@@ -442,7 +540,9 @@ async fn the_config_refuses_unsafe_or_malformed_cors_at_its_line() {
             .to_string();
         assert!(err.starts_with("gw.yaml:"), "{err}");
         assert!(
-            err.split(':').nth(1).is_some_and(|line| line.parse::<u32>().is_ok()),
+            err.split(':')
+                .nth(1)
+                .is_some_and(|line| line.parse::<u32>().is_ok()),
             "names the line: {err}"
         );
         assert!(err.contains(expected), "{yaml}: {err}");

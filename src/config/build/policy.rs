@@ -33,10 +33,9 @@ impl Builder {
             if text == "*" {
                 any = true;
             } else {
-                origins.push(
-                    HeaderValue::from_str(&text)
-                        .map_err(|_| self.at(origin, format!("{key}.allow_origins: not header text")))?,
-                );
+                origins.push(HeaderValue::from_str(&text).map_err(|_| {
+                    self.at(origin, format!("{key}.allow_origins: not header text"))
+                })?);
             }
         }
         if any && !origins.is_empty() {
@@ -120,7 +119,10 @@ fn claim_condition(c: &ClaimConditionFile) -> Result<ClaimCondition, String> {
     let path = ClaimPath::parse(&c.claim.value)?;
     let scalar = |value: &serde_json::Value, op: &str| {
         Scalar::from_value(value).ok_or_else(|| {
-            format!("`{path}`: `{op}` takes a string, number or boolean, not {}", kind(value))
+            format!(
+                "`{path}`: `{op}` takes a string, number or boolean, not {}",
+                kind(value)
+            )
         })
     };
     let given = [
@@ -154,7 +156,12 @@ fn claim_condition(c: &ClaimConditionFile) -> Result<ClaimCondition, String> {
     } else {
         match &c.exists {
             Some(serde_json::Value::Bool(b)) => ClaimTest::Exists(*b),
-            Some(v) => return Err(format!("`{path}`: `exists` takes true or false, not {}", kind(v))),
+            Some(v) => {
+                return Err(format!(
+                    "`{path}`: `exists` takes true or false, not {}",
+                    kind(v)
+                ))
+            }
             None => return Err(format!("`{path}`: no test")),
         }
     };

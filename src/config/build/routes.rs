@@ -112,9 +112,7 @@ impl Builder {
                         "`claims:` needs a token: give it with `scopes:` or `any_scopes:`".into(),
                     ))
                 }
-                Some(list) => {
-                    self.claim_rules(list, &format!("routes[{index}] ({})", r.path))?
-                }
+                Some(list) => self.claim_rules(list, &format!("routes[{index}] ({})", r.path))?,
             };
             let cors = match &r.cors {
                 None => default_cors.cloned(),
