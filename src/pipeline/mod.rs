@@ -108,19 +108,19 @@ async fn pipeline<'s>(
     // A preflight is routed as the request it asks about.
     let preflight = cors::requested_method(&request);
     let method = match &preflight {
-        Some(Some(requested)) => requested.clone(),
-        _ => request.method().clone(),
+        Some(Some(requested)) => requested,
+        _ => request.method(),
     };
     let login_path = &config.login.path;
     let target = request.uri().path();
-    let mut routed = decision::route(&config.routes, login_path, &method, &host, target)?;
-    if let Some(requested) = preflight {
+    let mut routed = decision::route(&config.routes, login_path, method, &host, target)?;
+    if let Some(requested) = &preflight {
         if let Some(policy) = decision::cors_policy(&routed.destination, config.cors.as_deref()) {
             drop(host);
-            return answer_preflight(policy, requested, routed, &request, ctx);
+            return answer_preflight(policy, requested.clone(), routed, &request, ctx);
         }
         // No policy governs it: the gateway leaves CORS alone, and this is any OPTIONS.
-        if method != *request.method() {
+        if method != request.method() {
             routed = decision::route(&config.routes, login_path, request.method(), &host, target)?;
         }
     }
