@@ -126,9 +126,12 @@ scopes: {{ read: Read, write: {{ description: Write, implies: [read] }} }}
 # Tokens must name a current user.
 users: {{ alice: {{ password: "$argon2id$v=19$m=19456,t=2,p=1$w87WW2eFT7vy9UDFIxPMUA$WRM+jGFRlegpsoIlTVNrQc+1XHa3/a1NZzkq1GFfarI", scopes: [read] }} }}
 upstreams: {{ app: "http://{upstream}" }}
+# CORS on every route: requests without `Origin` must not pay for it.
+cors: {{ allow_origins: ["https://app.example"] }}
 routes:
 {routes}  - {{ id: items, path: /api/items/**, methods: [GET], upstream: app, scopes: [read] }}
   - {{ id: public, path: /public/**, upstream: app, public: true }}
+  - {{ id: claims, path: /claims/**, upstream: app, scopes: [read], claims: [{{ claim: contractor, exists: false }}] }}
 "#,
         cert = cert.display(),
         key = key.display(),
@@ -160,10 +163,14 @@ async fn get(
     conn: &mut common::Connection,
     path: &str,
     token: Option<&str>,
+    origin: Option<&str>,
 ) -> u16 {
     let mut request = client.request("GET", path);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
     }
     let request = request.body(Full::new(Bytes::new())).expect("request");
     conn.send(request).await.status.as_u16()
@@ -176,6 +183,8 @@ struct Scenario {
     path: &'static str,
     authorised: bool,
     status: u16,
+    /// An `Origin` the config's CORS policy grants.
+    origin: Option<&'static str>,
 }
 
 fn main() {
@@ -241,6 +250,7 @@ async fn bench() {
             path: "/api/items/42",
             authorised: true,
             status: 200,
+            origin: None,
         },
         Scenario {
             name: "h1 GET via pass-through",
@@ -249,6 +259,7 @@ async fn bench() {
             path: "/api/items/42",
             authorised: true,
             status: 200,
+            origin: None,
         },
         Scenario {
             passthrough: false,
@@ -257,6 +268,7 @@ async fn bench() {
             path: "/api/items/42",
             authorised: true,
             status: 200,
+            origin: None,
         },
         Scenario {
             name: "h2 GET via pass-through",
@@ -265,6 +277,7 @@ async fn bench() {
             path: "/api/items/42",
             authorised: true,
             status: 200,
+            origin: None,
         },
         Scenario {
             passthrough: false,
@@ -273,6 +286,7 @@ async fn bench() {
             path: "/public/x",
             authorised: false,
             status: 200,
+            origin: None,
         },
         Scenario {
             passthrough: false,
@@ -281,6 +295,7 @@ async fn bench() {
             path: "/api/items/42",
             authorised: false,
             status: 401,
+            origin: None,
         },
         Scenario {
             passthrough: false,
@@ -289,6 +304,25 @@ async fn bench() {
             path: "/nowhere",
             authorised: true,
             status: 404,
+            origin: None,
+        },
+        Scenario {
+            passthrough: false,
+            name: "h1 authorised GET, claims: rule",
+            h2: false,
+            path: "/claims/x",
+            authorised: true,
+            status: 200,
+            origin: None,
+        },
+        Scenario {
+            passthrough: false,
+            name: "h1 authorised GET, CORS Origin",
+            h2: false,
+            path: "/api/items/42",
+            authorised: true,
+            status: 200,
+            origin: Some("https://app.example"),
         },
     ];
     println!("gateway heap allocations per request (1 serving thread, {MEASURED} requests each, after {WARM_UP} warm-up)\n");
@@ -307,12 +341,12 @@ async fn bench() {
         let mut conn = client.connect().await;
         let token = scenario.authorised.then_some(token.as_str());
         for _ in 0..WARM_UP {
-            let status = get(&client, &mut conn, scenario.path, token).await;
+            let status = get(&client, &mut conn, scenario.path, token, scenario.origin).await;
             assert_eq!(status, scenario.status);
         }
         let (allocs_before, bytes_before) = snapshot_counts();
         for _ in 0..MEASURED {
-            let status = get(&client, &mut conn, scenario.path, token).await;
+            let status = get(&client, &mut conn, scenario.path, token, scenario.origin).await;
             assert_eq!(status, scenario.status);
         }
         let (allocs_after, bytes_after) = snapshot_counts();

@@ -99,6 +99,7 @@ fn tokens(c: &mut Criterion) {
                     &snapshot.config.users,
                     black_box(&token),
                     now,
+                    &snapshot.config.claim_paths,
                 )
             })
         });

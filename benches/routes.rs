@@ -61,6 +61,8 @@ fn table(n: usize, vocab: &Vocabulary) -> RouteTable {
                 access,
                 upstream: Some(format!("up{}", s % 7)),
                 max_body_size: None,
+                claims: Default::default(),
+                cors: None,
             }
         })
         .collect();

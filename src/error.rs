@@ -5,6 +5,8 @@
 //! `auth::jwt`) are defined here too, at the bottom of the module graph, so [`Failure`] can
 //! carry them and `policy` and `auth` can return it without an import circle.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -40,6 +42,15 @@ pub enum Failure {
     InvalidToken(#[from] TokenError),
     #[error("insufficient scope")]
     InsufficientScope { needed: String },
+    /// The token holds the route's scopes but fails one of its `claims:` conditions.
+    #[error("claim condition failed")]
+    ClaimConditionFailed {
+        /// The condition as configured (`org.id equals 42`), never the token's value.
+        condition: Arc<str>,
+    },
+    /// A CORS preflight the gateway answers without granting anything.
+    #[error("CORS preflight refused: {0}")]
+    CorsRefused(CorsRefusal),
     #[error("request body too large")]
     PayloadTooLarge,
     /// The client was too slow delivering its request body.
@@ -87,7 +98,10 @@ impl Failure {
             | Failure::OAuth { .. } => StatusCode::BAD_REQUEST,
             Failure::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Failure::NotFound => StatusCode::NOT_FOUND,
-            Failure::Denied | Failure::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Failure::Denied
+            | Failure::InsufficientScope { .. }
+            | Failure::ClaimConditionFailed { .. }
+            | Failure::CorsRefused(_) => StatusCode::FORBIDDEN,
             Failure::MissingToken | Failure::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Failure::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Failure::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -124,6 +138,13 @@ impl Failure {
             Failure::InvalidToken(e) => ("invalid_token", e.to_string()),
             Failure::InsufficientScope { needed } => {
                 ("insufficient_scope", format!("requires scope: {needed}"))
+            }
+            Failure::ClaimConditionFailed { condition } => (
+                "access_denied",
+                format!("claim condition failed: {condition}"),
+            ),
+            Failure::CorsRefused(why) => {
+                ("access_denied", format!("CORS preflight refused: {why}"))
             }
             Failure::PayloadTooLarge => ("invalid_request", "request body too large".to_owned()),
             Failure::RequestTimeout => (
@@ -176,7 +197,9 @@ impl Failure {
             HeaderValue::from_static("application/json"),
         );
         match &self {
-            Failure::MissingToken => {
+            // A failed claim condition has no RFC 6750 error code (`insufficient_scope` is for
+            // scopes): a plain challenge, to which `resource_metadata` is appended.
+            Failure::MissingToken | Failure::ClaimConditionFailed { .. } => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer realm="portcullis""#),
@@ -200,6 +223,14 @@ impl Failure {
             }
             Failure::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Failure::CorsRefused(_) => {
+                headers.insert(
+                    header::VARY,
+                    HeaderValue::from_static(
+                        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+                    ),
+                );
             }
             Failure::AmbiguousFraming
             | Failure::BadRequest(_)
@@ -247,6 +278,20 @@ impl Failure {
 pub fn no_store(headers: &mut http::HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// Why a CORS preflight gets no grant. `Display` is the fixed client-facing reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CorsRefusal {
+    #[error("origin not allowed")]
+    Origin,
+    #[error("method not allowed")]
+    Method,
+    #[error("request headers not allowed")]
+    Headers,
+    /// No route would serve the request, or its route is `deny: true`.
+    #[error("no route allows this request")]
+    Destination,
 }
 
 /// Why a request target was refused (always a 400 to the client).

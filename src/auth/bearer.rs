@@ -13,6 +13,8 @@ use crate::auth::user::User;
 use crate::error::Failure;
 use crate::error::TokenError;
 use crate::policy::authz::{ScopeSet, Vocabulary};
+use crate::policy::claim_path::ClaimPath;
+use crate::policy::claims;
 
 /// A caller whose bearer token was verified. Shared (`Arc`) between the cache and requests.
 #[derive(Debug)]
@@ -44,16 +46,26 @@ impl Identity {
 /// Verify `token` under `keys`, check it against the user store, and resolve its scopes
 /// through `vocabulary`: the identity to cache. The cache lives and dies with the snapshot
 /// `users` belongs to, so these checks hold for every request that hits it. Revocation is
-/// the caller's to check (it changes without a reload).
+/// the caller's to check (it changes without a reload). Of the token's claims, the identity
+/// keeps what `keep_claims` (the paths routes' `claims:` read) reaches.
 pub fn identify(
     keys: &TokenKeys,
     vocabulary: &Vocabulary,
     users: &HashMap<String, User>,
     token: &str,
     now: u64,
+    keep_claims: &[ClaimPath],
 ) -> Result<Arc<Identity>, TokenError> {
     let head = read_head(token)?;
-    let verified = keys.verify_head(token, &head, now)?;
+    let mut verified = keys.verify_head(token, &head, now)?;
+    if !keep_claims.is_empty() {
+        // Read a second time, untyped, only when some route has conditions: the typed read
+        // above is what refuses duplicates and wrong types, and it passed.
+        let raw = payload_json(head.payload)?;
+        let all: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(|_| TokenError::Malformed)?;
+        verified.claims = claims::keep(&all, keep_claims);
+    }
     let user = current_user(users, &verified)?;
     let mut granted = vocabulary.expand(verified.scopes.iter().map(String::as_str));
     if let Some(user) = user {
@@ -80,8 +92,9 @@ pub fn identify_external(
     token: &str,
     head: &TokenHead<'_>,
     now: u64,
+    keep_claims: &[ClaimPath],
 ) -> Result<Arc<Identity>, TokenError> {
-    let verified = policy.verify(keys, token, head, now)?;
+    let verified = policy.verify(keys, token, head, now, keep_claims)?;
     let granted = vocabulary.expand(verified.scopes.iter().map(String::as_str));
     // Issuer names are validated header-safe when the config is built.
     let issuer = HeaderValue::from_str(&policy.name).map_err(|_| TokenError::Internal)?;

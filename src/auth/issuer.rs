@@ -18,6 +18,7 @@ use super::jwt::{
 use super::jwt::{NumericDate, MAX_SUBJECT_BYTES};
 use crate::error::TokenError;
 use crate::policy::claim_path::ClaimPath;
+use crate::policy::claims;
 
 /// Most scopes read from one external token (a provider's role list can be long).
 const MAX_MAPPED_SCOPES: usize = 256;
@@ -117,6 +118,7 @@ impl IssuerPolicy {
         token: &str,
         head: &TokenHead<'_>,
         now: u64,
+        keep_claims: &[ClaimPath],
     ) -> Result<VerifiedToken, TokenError> {
         // Never HMAC, whatever the token says: the published keys are public.
         let index = self
@@ -175,6 +177,7 @@ impl IssuerPolicy {
             jti: typed.jti,
             expires_at: typed.exp.0,
             credential_version: None,
+            claims: claims::keep(&claims, keep_claims),
         })
     }
 
@@ -278,7 +281,7 @@ mod tests {
 
     fn verify(keys: &PublishedKeys, token: &str) -> Result<VerifiedToken, TokenError> {
         let head = read_head(token)?;
-        policy().verify(keys, token, &head, NOW)
+        policy().verify(keys, token, &head, NOW, &[])
     }
 
     #[test]

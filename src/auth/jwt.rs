@@ -105,6 +105,9 @@ pub struct VerifiedToken {
     pub expires_at: u64,
     /// `cv`: the credential version the token was issued under, when it says.
     pub credential_version: Option<String>,
+    /// What routes' `claims:` conditions read of the token's claims, and nothing else
+    /// (`Null` when no route has conditions): see `policy::claims::keep`.
+    pub claims: serde_json::Value,
 }
 
 /// Keys and validation rules, built once per config snapshot.
@@ -361,6 +364,7 @@ impl TokenKeys {
             jti: claims.jti,
             expires_at: claims.exp.0,
             credential_version: claims.cv,
+            claims: serde_json::Value::Null,
         })
     }
 

@@ -32,6 +32,7 @@ pub fn explain(
     request: &ExplainRequest<'_>,
     scopes: Option<Vec<String>>,
     token: Option<String>,
+    claims: Option<String>,
 ) -> ExitCode {
     let Some(config) = super::load_or_report(path) else {
         return ExitCode::FAILURE;
@@ -40,7 +41,22 @@ pub fn explain(
         eprintln!("error: `{}` is not an HTTP method token", request.method);
         return ExitCode::FAILURE;
     };
-    let granted = granted_scopes(&config, scopes, token);
+    let claims = match claims
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+    {
+        None => None,
+        Some(Ok(value)) if value.is_object() => Some(value),
+        Some(_) => {
+            eprintln!("error: `--claims` takes a JSON object, e.g. '{{\"org\": {{\"id\": 42}}}}'");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (granted, token_claims) = match granted_scopes(&config, scopes, token) {
+        Some((granted, kept)) => (Some(granted), kept),
+        None => (None, None),
+    };
+    let claims = claims.or(token_claims);
     let verdict = decision::evaluate(
         rules(&config),
         Described {
@@ -48,6 +64,7 @@ pub fn explain(
             host: request.host,
             target: request.target,
             granted: granted.as_ref(),
+            claims: claims.as_ref(),
         },
     );
     let target_path = request.target.split('?').next().unwrap_or(request.target);
@@ -92,14 +109,18 @@ pub fn explain(
 
 /// The caller's scopes, expanded through `implies`: given with `--scopes`, or from a token
 /// checked as the server checks it (signature, claims, the user store; revocations live
-/// only in the running server and are not known here).
+/// only in the running server and are not known here), with the claims the routes'
+/// conditions read.
 fn granted_scopes(
     config: &Config,
     scopes: Option<Vec<String>>,
     token: Option<String>,
-) -> Option<ScopeSet> {
+) -> Option<(ScopeSet, Option<serde_json::Value>)> {
     match (scopes, token) {
-        (Some(list), _) => Some(config.vocabulary.expand(list.iter().map(String::as_str))),
+        (Some(list), _) => Some((
+            config.vocabulary.expand(list.iter().map(String::as_str)),
+            None,
+        )),
         (None, Some(token)) => {
             if let Some(issuer) = external_issuer(config, &token) {
                 println!(
@@ -109,13 +130,15 @@ fn granted_scopes(
             }
             let keys = crate::auth::jwt::TokenKeys::new(config.tokens.clone());
             let now = crate::clock::unix_now();
-            match identify(&keys, &config.vocabulary, &config.users, &token, now) {
+            let keep = &config.claim_paths;
+            match identify(&keys, &config.vocabulary, &config.users, &token, now, keep) {
                 Ok(identity) => {
                     println!(
                         "token:    valid, sub={}, scope={}",
                         identity.token.subject, identity.scopes_header
                     );
-                    Some(identity.granted.clone())
+                    let claims = identity.token.claims.clone();
+                    Some((identity.granted.clone(), Some(claims)))
                 }
                 Err(err) => {
                     println!("token:    invalid ({err})");

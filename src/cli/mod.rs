@@ -70,9 +70,13 @@ enum Command {
         /// Pretend the caller holds these scopes (comma-separated).
         #[arg(long, conflicts_with = "token", value_delimiter = ',')]
         scopes: Option<Vec<String>>,
-        /// Decide for this bearer token.
+        /// Decide for this bearer token (its scopes and, for `claims:` conditions, its claims).
         #[arg(long)]
         token: Option<String>,
+        /// The caller's token claims as a JSON object, for routes' `claims:` conditions (with
+        /// `--scopes`; a `--token` brings its own).
+        #[arg(long, conflicts_with = "token")]
+        claims: Option<String>,
         /// The request's Host, for host-scoped rules (none: only rules without `host:` match,
         /// as for an HTTP/1.0 request without Host).
         #[arg(long)]
@@ -133,6 +137,7 @@ pub fn main(cli: Cli) -> ExitCode {
             path,
             scopes,
             token,
+            claims,
             host,
         } => {
             let request = explain::ExplainRequest {
@@ -140,7 +145,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 target: &path,
                 host: host.as_deref(),
             };
-            explain::explain(&cli.config, &request, scopes, token)
+            explain::explain(&cli.config, &request, scopes, token, claims)
         }
         Command::HashPassword => hash_password(),
         Command::GenKey { alg, out } => gen_key::gen_key(alg, out.as_deref()),

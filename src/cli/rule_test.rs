@@ -8,6 +8,7 @@
 //!     request: GET /items/42
 //!     host: api.example.com             # optional
 //!     scopes: [read:items]              # or `user: alex`, or `anonymous: true` (the default)
+//!     claims: { org: { id: 42 } }       # optional: the token's claims, for `claims:` rules
 //!     expect: allow items-read          # `allow`, `allow <route id>`, or 400/401/403/404/405
 //! ```
 
@@ -41,6 +42,8 @@ struct CaseFile {
     user: Option<String>,
     #[serde(default)]
     anonymous: bool,
+    /// The caller's token claims, for routes' `claims:` conditions.
+    claims: Option<serde_json::Value>,
     expect: ExpectFile,
 }
 
@@ -81,6 +84,7 @@ struct Case {
     target: String,
     host: Option<String>,
     granted: Option<ScopeSet>,
+    claims: Option<serde_json::Value>,
     expect: Decision,
 }
 
@@ -153,6 +157,9 @@ fn build_case(config: &Config, path: &Path, line: u64, raw: &CaseFile) -> Result
         (None, None, _) => None,
         _ => return Err("give one of `scopes`, `user` or `anonymous: true`".into()),
     };
+    if raw.claims.as_ref().is_some_and(|c| !c.is_object()) {
+        return Err("`claims` is a mapping: the token's claims, e.g. `{ org: { id: 42 } }`".into());
+    }
     let expect = match &raw.expect {
         ExpectFile::Status(status) => Decision::Status(*status),
         ExpectFile::Text(text) => match text.split_once(' ') {
@@ -174,6 +181,7 @@ fn build_case(config: &Config, path: &Path, line: u64, raw: &CaseFile) -> Result
         target: target.trim().to_owned(),
         host: raw.host.clone(),
         granted,
+        claims: raw.claims.clone(),
         expect,
     })
 }
@@ -190,6 +198,7 @@ fn run_case(config: &Config, case: Case) -> Outcome {
             host: case.host.as_deref(),
             target: &case.target,
             granted: case.granted.as_ref(),
+            claims: case.claims.as_ref(),
         },
     );
     let (route, decided_by) = match &verdict.destination {

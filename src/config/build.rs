@@ -5,6 +5,7 @@ use super::file::{Location, Spanned};
 use super::units::{interpolate, parse_duration, parse_size};
 mod identity;
 mod issuers;
+mod policy;
 mod routes;
 mod tokens;
 mod upstreams;
@@ -165,14 +166,23 @@ impl Builder {
                     .map_err(|e| self.err(None, format!("rate_limit: {e}")))?,
             )),
         };
+        let cors = raw
+            .cors
+            .as_ref()
+            .map(|block| self.cors(block, "cors", &extra_methods))
+            .transpose()?;
         let routes = self.routes(
             &raw.routes,
             &vocabulary,
             &upstreams,
             &extra_methods,
             &issuers,
-            default_rate_limit.as_ref(),
+            routes::RouteDefaults {
+                rate_limit: default_rate_limit.as_ref(),
+                cors: cors.as_ref(),
+            },
         )?;
+        let claim_paths = policy::claim_paths(routes.routes());
         let positions = Positions {
             routes: raw.routes.iter().map(|r| position(&r.referenced)).collect(),
             scopes: positions_of(&raw.scopes),
@@ -210,6 +220,8 @@ impl Builder {
             upstreams,
             issuers,
             routes,
+            cors,
+            claim_paths,
             digest: digest_hex(&digest_input),
         })
     }

@@ -10,6 +10,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 pub use serde_saphyr::{Location, Spanned};
 
+mod policy;
+pub use policy::{ClaimConditionFile, CorsFile, ScalarSchema};
+
 /// Budget against YAML bombs: far above any real gateway config, far below a memory problem.
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 
@@ -72,6 +75,10 @@ pub struct GatewayFile {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub extra_methods: Vec<Spanned<String>>,
+    /// CORS answered by the gateway: the default for routes without their own `cors:`, and
+    /// the policy of login, logout and the `/.well-known/` documents.
+    #[schemars(with = "Option<CorsFile>")]
+    pub cors: Option<Spanned<CorsFile>>,
 }
 
 /// `tls:` — PEM certificate chain and private key.
@@ -428,6 +435,13 @@ pub struct RouteFile {
     pub case_insensitive: bool,
     /// Overrides `limits.max_body_size` for this route.
     pub max_body_size: Option<String>,
+    /// Conditions on the token's claims, all of which must hold (with `scopes`/`any_scopes`;
+    /// checked after them).
+    #[schemars(with = "Option<Vec<ClaimConditionFile>>")]
+    pub claims: Option<Vec<Spanned<ClaimConditionFile>>>,
+    /// CORS for this route, replacing the top-level `cors:`.
+    #[schemars(with = "Option<CorsFile>")]
+    pub cors: Option<Spanned<CorsFile>>,
 }
 
 /// A YAML document that did not parse into the schema.

@@ -24,6 +24,8 @@ use crate::auth::jwt::TokenSettings;
 use crate::auth::lockout::LockoutPolicy;
 use crate::auth::user::User;
 use crate::policy::authz::Vocabulary;
+use crate::policy::claim_path::ClaimPath;
+use crate::policy::cors::CorsPolicy;
 use crate::policy::routes::RouteTable;
 use upstream_tls::UpstreamTls;
 
@@ -218,6 +220,12 @@ pub struct Config {
     /// External identity providers, in name order.
     pub issuers: Vec<IssuerSettings>,
     pub routes: RouteTable,
+    /// The top-level `cors:`: the policy of the gateway's endpoints and of unmatched
+    /// requests (routes carry their own, inherited from it).
+    pub cors: Option<Arc<CorsPolicy>>,
+    /// Every claim path a route's `claims:` reads: all a verified identity keeps of its
+    /// token's claims (empty: nothing is kept).
+    pub claim_paths: Vec<ClaimPath>,
     /// A hex digest of the config text(s), to tell generations apart.
     pub digest: String,
 }

@@ -59,6 +59,7 @@ async fn verify(
             &config.users,
             token,
             now,
+            &config.claim_paths,
         ),
         Some(issuer) => verify_external(shared, snapshot, issuer, token, &head, now).await,
     }
@@ -88,7 +89,8 @@ async fn verify_external(
             }
             return Err(TokenError::UnknownKey);
         };
-        match identify_external(&issuer.policy, &keys, vocabulary, token, head, now) {
+        let keep = &snapshot.config.claim_paths;
+        match identify_external(&issuer.policy, &keys, vocabulary, token, head, now, keep) {
             Err(TokenError::UnknownKey)
                 if first_try && store.refetch_for_unknown_kid(seen, metrics).await => {}
             outcome => return outcome,

@@ -15,6 +15,7 @@ use crate::conn::tunnel::TunnelSlot;
 use crate::error::Failure;
 use crate::forward::trace::TraceContext;
 use crate::ops::access_log::AccessRecord;
+use crate::policy::cors::CorsPolicy;
 
 /// Where a request came from.
 #[derive(Debug, Clone)]
@@ -87,7 +88,9 @@ impl From<&Failure> for Decision {
             Failure::NotFound => Decision::NoRoute,
             Failure::Denied => Decision::Deny,
             Failure::MissingToken | Failure::InvalidToken(_) => Decision::Unauthenticated,
-            Failure::InsufficientScope { .. } => Decision::Forbidden,
+            Failure::InsufficientScope { .. }
+            | Failure::ClaimConditionFailed { .. }
+            | Failure::CorsRefused(_) => Decision::Forbidden,
             Failure::UpstreamUnavailable | Failure::UpstreamTimeout => Decision::UpstreamError,
             Failure::OAuth { .. } | Failure::LockedOut { .. } => Decision::LoginFailed,
             Failure::RateLimited { .. } | Failure::OverRouteLimit { .. } => Decision::RateLimited,
@@ -124,6 +127,11 @@ pub struct RequestCtx<'s> {
     /// Every answer, failures included, must be uncacheable (the token endpoint, RFC 6749
     /// §5.1).
     pub no_store: bool,
+    /// The request's one `Origin` (none when absent or repeated).
+    pub origin: Option<HeaderValue>,
+    /// The CORS policy the answer is given under: its destination's (a route's own or the
+    /// top-level default). `None`: the gateway leaves CORS headers alone.
+    pub cors: Option<&'s CorsPolicy>,
 }
 
 impl RequestCtx<'_> {
@@ -148,6 +156,8 @@ impl RequestCtx<'_> {
             trace: TraceContext::for_request(request.headers()),
             resource_metadata: None,
             no_store: false,
+            origin: None,
+            cors: None,
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod authenticate;
 pub mod context;
+pub mod cors;
 pub mod hygiene;
 pub mod logged_body;
 pub mod login;
@@ -27,10 +28,11 @@ use hyper::body::Incoming;
 use crate::auth::bearer::Identity;
 use crate::body::ResponseBody;
 use crate::clock::unix_now;
-use crate::error::{no_store, Failure, TokenError, RATELIMIT, RATELIMIT_POLICY};
+use crate::error::{no_store, CorsRefusal, Failure, TokenError, RATELIMIT, RATELIMIT_POLICY};
 use crate::forward::headers::{self, REQUEST_ID};
 use crate::forward::request_body::{BodyLimits, GuardedBody};
-use crate::policy::decision::{self, Destination, Permit};
+use crate::policy::cors::CorsPolicy;
+use crate::policy::decision::{self, Destination, Permit, Routed};
 use crate::policy::routes::{Access, Route};
 use crate::state::{Shared, Snapshot};
 
@@ -66,6 +68,9 @@ pub async fn handle(
     if ctx.no_store {
         no_store(response.headers_mut());
     }
+    if let Some(policy) = ctx.cors {
+        cors::apply(policy, ctx.origin.as_ref(), response.headers_mut());
+    }
     response
         .headers_mut()
         .insert(REQUEST_ID, ctx.request_id.clone());
@@ -96,22 +101,37 @@ async fn pipeline<'s>(
     request: Request<Incoming>,
     ctx: &mut RequestCtx<'s>,
 ) -> Result<Response<ResponseBody>, Failure> {
+    let config = &snapshot.config;
+    ctx.origin = cors::origin(request.headers());
+    ctx.cors = config.cors.as_deref();
     let host = check_hygiene(&request, &conn)?;
     check_target_form(&request)?;
-    let config = &snapshot.config;
-    let routed = decision::route(
-        &config.routes,
-        &config.login.path,
-        request.method(),
-        &host,
-        request.uri().path(),
-    )?;
+    // A preflight is routed as the request it asks about.
+    let preflight = cors::requested_method(&request);
+    let method = match &preflight {
+        Some(Some(requested)) => requested,
+        _ => request.method(),
+    };
+    let login_path = &config.login.path;
+    let target = request.uri().path();
+    let mut routed = decision::route(&config.routes, login_path, method, &host, target)?;
+    if let Some(requested) = &preflight {
+        if let Some(policy) = decision::cors_policy(&routed.destination, config.cors.as_deref()) {
+            drop(host);
+            return answer_preflight(policy, requested.clone(), routed, &request, ctx);
+        }
+        // No policy governs it: the gateway leaves CORS alone, and this is any OPTIONS.
+        if method != request.method() {
+            routed = decision::route(&config.routes, login_path, request.method(), &host, target)?;
+        }
+    }
     // `host` may borrow the request, which is moved below.
     drop(host);
     ctx.path = routed.path;
     let route = match routed.destination {
         Destination::OptionsStar => {
             ctx.decision = Decision::Local;
+            ctx.cors = None;
             return Ok(options_star());
         }
         Destination::Login => return login::login(shared, snapshot, conn, request, ctx).await,
@@ -125,6 +145,7 @@ async fn pipeline<'s>(
         Destination::NoRoute => return Err(Failure::NotFound),
         Destination::Route { route, index } => {
             ctx.route_index = Some(index);
+            ctx.cors = route.cors.as_deref();
             route
         }
     };
@@ -198,7 +219,40 @@ async fn authorize(
     ctx.identity = authenticate_for(shared, snapshot, route, headers).await?;
     // Set before deciding, so a refused caller is named in the log too.
     let granted = ctx.identity.as_ref().map(|identity| &identity.granted);
-    decision::decide(route, granted, &snapshot.config.vocabulary)
+    let claims = ctx.identity.as_ref().map(|identity| &identity.token.claims);
+    decision::decide(route, granted, claims, &snapshot.config.vocabulary)
+}
+
+/// A preflight under `policy`, answered here whatever it asks: 204 with the grant, or 403.
+/// Its answer carries its own CORS headers (none when refused).
+fn answer_preflight<'s, B>(
+    policy: &CorsPolicy,
+    requested: Option<http::Method>,
+    routed: Routed<'s>,
+    request: &Request<B>,
+    ctx: &mut RequestCtx<'s>,
+) -> Result<Response<ResponseBody>, Failure> {
+    ctx.cors = None;
+    ctx.path = routed.path;
+    ctx.route = match &routed.destination {
+        Destination::Route { route, .. } => &route.id,
+        Destination::Login => "login",
+        Destination::Logout => "logout",
+        Destination::WellKnown(_) => "well-known",
+        Destination::OptionsStar | Destination::NoRoute => "",
+    };
+    let origin = ctx
+        .origin
+        .as_ref()
+        .ok_or(Failure::CorsRefused(CorsRefusal::Origin))?;
+    let method = requested.ok_or(Failure::CorsRefused(CorsRefusal::Method))?;
+    let asked_headers = request
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS);
+    let allow_origin =
+        decision::preflight(&routed.destination, policy, origin, &method, asked_headers)?;
+    ctx.decision = Decision::Local;
+    Ok(cors::grant(policy, allow_origin))
 }
 
 fn options_star() -> Response<ResponseBody> {

@@ -8,11 +8,13 @@
 
 use std::borrow::Cow;
 
+use http::header::HeaderValue;
 use http::Method;
 
-use crate::error::Failure;
 use crate::error::PathError;
+use crate::error::{CorsRefusal, Failure};
 use crate::policy::authz::{ScopeSet, Vocabulary};
+use crate::policy::cors::CorsPolicy;
 use crate::policy::path;
 use crate::policy::routes::{Access, Route, RouteTable};
 use crate::policy::well_known::{well_known, WellKnown};
@@ -123,16 +125,19 @@ pub fn check_document_method(method: &Method) -> Result<(), Failure> {
 pub enum Permit {
     /// The route is `public`: anyone may pass.
     Public,
-    /// The caller's token holds the scopes the route requires.
+    /// The caller's token holds the scopes the route requires (and meets its `claims:`).
     ScopesSatisfied,
 }
 
 /// THE access decision on a matched route, given the caller's granted scopes (expanded
-/// through `implies`) when a valid token was presented: 403 for a `deny` route, 401 without
-/// a token where scopes are required, 403 when they are not all held.
+/// through `implies`) and the claims the route's conditions read, when a valid token was
+/// presented: 403 for a `deny` route, 401 without a token where scopes are required, 403
+/// `insufficient_scope` when they are not all held, then 403 `access_denied` naming the
+/// first `claims:` condition the token fails.
 pub fn decide(
     route: &Route,
     granted: Option<&ScopeSet>,
+    claims: Option<&serde_json::Value>,
     vocabulary: &Vocabulary,
 ) -> Result<Permit, Failure> {
     match &route.access {
@@ -142,10 +147,66 @@ pub fn decide(
             let granted = granted.ok_or(Failure::MissingToken)?;
             requirement
                 .check(granted, vocabulary)
-                .map(|()| Permit::ScopesSatisfied)
-                .map_err(|needed| Failure::InsufficientScope { needed })
+                .map_err(|needed| Failure::InsufficientScope { needed })?;
+            match route.claims.first_failed(claims) {
+                None => Ok(Permit::ScopesSatisfied),
+                Some(failed) => Err(Failure::ClaimConditionFailed {
+                    condition: failed.description.clone(),
+                }),
+            }
         }
     }
+}
+
+/// The CORS policy answers for `destination` are given under: a route's own (or the default
+/// it inherited); for the gateway's endpoints and requests no route serves, the top-level
+/// `default`.
+pub fn cors_policy<'c>(
+    destination: &Destination<'c>,
+    default: Option<&'c CorsPolicy>,
+) -> Option<&'c CorsPolicy> {
+    match destination {
+        Destination::Route { route, .. } => route.cors.as_deref(),
+        Destination::OptionsStar => None,
+        Destination::Login
+        | Destination::Logout
+        | Destination::WellKnown(_)
+        | Destination::NoRoute => default,
+    }
+}
+
+/// A CORS preflight from `origin` for `method` (routed with that method to `destination`)
+/// with `request_headers`, under `policy`: the `Access-Control-Allow-Origin` to grant, or
+/// 403. Nothing is granted for a request that would not be served: no route, a `deny` route,
+/// a method a gateway endpoint does not take.
+pub fn preflight(
+    destination: &Destination<'_>,
+    policy: &CorsPolicy,
+    origin: &HeaderValue,
+    method: &Method,
+    request_headers: Option<&HeaderValue>,
+) -> Result<HeaderValue, Failure> {
+    let refuse = |why| Err(Failure::CorsRefused(why));
+    match destination {
+        Destination::Route { route, .. } if route.access == Access::Deny => {
+            return refuse(CorsRefusal::Destination)
+        }
+        Destination::Route { .. } => {}
+        Destination::NoRoute | Destination::OptionsStar => return refuse(CorsRefusal::Destination),
+        Destination::Login | Destination::Logout => {
+            if check_endpoint_method(method).is_err() {
+                return refuse(CorsRefusal::Method);
+            }
+        }
+        Destination::WellKnown(_) => {
+            if check_document_method(method).is_err() {
+                return refuse(CorsRefusal::Method);
+            }
+        }
+    }
+    policy
+        .check_preflight(origin, method, request_headers)
+        .map_err(Failure::CorsRefused)
 }
 
 /// The rules a request is decided by: one config generation's routes, login path and scopes.
@@ -166,6 +227,8 @@ pub struct Described<'a> {
     pub target: &'a str,
     /// The caller's scopes, expanded through `implies`; `None` for an anonymous caller.
     pub granted: Option<&'a ScopeSet>,
+    /// The caller's token claims, for the routes' `claims:` conditions.
+    pub claims: Option<&'a serde_json::Value>,
 }
 
 /// Where a described request goes and what is answered, step by step.
@@ -217,7 +280,7 @@ pub fn evaluate<'c>(rules: Rules<'c>, request: Described<'_>) -> Verdict<'c> {
         Destination::WellKnown(_) => check_document_method(request.method).map(|()| None),
         Destination::NoRoute => Err(Failure::NotFound),
         Destination::Route { route, .. } => {
-            decide(route, request.granted, rules.vocabulary).map(Some)
+            decide(route, request.granted, request.claims, rules.vocabulary).map(Some)
         }
     };
     verdict.destination = Some(routed.destination);

@@ -6,10 +6,13 @@
 //! picks, so a request can never reach a rule more permissive than the first one it matches.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::Method;
 
 use crate::policy::authz::Requirement;
+use crate::policy::claims::ClaimRules;
+use crate::policy::cors::CorsPolicy;
 
 /// Who may pass a route.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +44,11 @@ pub struct Route {
     pub issuers: Option<Vec<String>>,
     /// Requests per caller this route lets through; `None`: unlimited.
     pub rate_limit: Option<std::sync::Arc<crate::policy::rate_limit::RateLimit>>,
+    /// Conditions on the token's claims, checked after the scopes (only with `Scopes`).
+    pub claims: ClaimRules,
+    /// The route's `cors:`, or the top-level default it inherits; `None`: the gateway leaves
+    /// CORS to the upstream.
+    pub cors: Option<Arc<CorsPolicy>>,
 }
 
 /// Why a route was refused. Every message names the pattern or route so config errors point home.
@@ -455,6 +463,8 @@ mod tests {
             access: Access::Public,
             upstream: Some("app".into()),
             max_body_size: None,
+            claims: Default::default(),
+            cors: None,
         };
         for word in spec.split(' ') {
             match word {

@@ -7,8 +7,11 @@
 mod common;
 
 mod architecture;
+mod browser;
 mod check;
+mod claims;
 mod cli_auth;
+mod cors;
 mod deploy;
 mod explain;
 mod headers;

@@ -5,10 +5,19 @@ use super::methods::ExtraMethods;
 use super::units::parse_size;
 use super::*;
 use crate::policy::authz::{Requirement, Vocabulary};
+use crate::policy::claims::ClaimRules;
+use crate::policy::cors::CorsPolicy;
 use crate::policy::rate_limit::RateLimit;
 use crate::policy::routes::{Access, Route, RouteTable};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+/// What a route inherits from the top level unless it says otherwise.
+#[derive(Clone, Copy, Default)]
+pub(super) struct RouteDefaults<'a> {
+    pub(super) rate_limit: Option<&'a Arc<RateLimit>>,
+    pub(super) cors: Option<&'a Arc<CorsPolicy>>,
+}
 
 impl Builder {
     pub(super) fn extra_methods(
@@ -31,7 +40,7 @@ impl Builder {
         upstreams: &HashMap<String, Upstream>,
         extra_methods: &ExtraMethods,
         issuers: &[IssuerSettings],
-        default_rate_limit: Option<&Arc<RateLimit>>,
+        defaults: RouteDefaults<'_>,
     ) -> Result<RouteTable, ConfigError> {
         let mut routes = Vec::with_capacity(raw.len());
         let mut ids = HashSet::new();
@@ -103,7 +112,7 @@ impl Builder {
             };
             let rate_limit = match (&r.rate_limit, &access) {
                 (_, Access::Deny) => None,
-                (None, _) => default_rate_limit.cloned(),
+                (None, _) => defaults.rate_limit.cloned(),
                 (Some(file::RouteRateLimitFile::Off(false)), _) => None,
                 (Some(file::RouteRateLimitFile::Off(true)), _) => {
                     return Err(here(
@@ -114,7 +123,29 @@ impl Builder {
                     rate_limit(limit).map_err(|e| here(format!("rate_limit: {e}")))?,
                 )),
             };
+            let claims = match &r.claims {
+                None => ClaimRules::default(),
+                Some(list) if list.is_empty() => {
+                    return Err(here("`claims: []` says nothing; omit it".into()))
+                }
+                Some(_) if !matches!(access, Access::Scopes(_)) => {
+                    return Err(here(
+                        "`claims:` needs a token: give it with `scopes:` or `any_scopes:`".into(),
+                    ))
+                }
+                Some(list) => self.claim_rules(list, &format!("routes[{index}] ({})", r.path))?,
+            };
+            let cors = match &r.cors {
+                None => defaults.cors.cloned(),
+                Some(block) => Some(self.cors(
+                    block,
+                    &format!("routes[{index}] ({}): cors", r.path),
+                    extra_methods,
+                )?),
+            };
             routes.push(Route {
+                claims,
+                cors,
                 issuers: route_issuers,
                 rate_limit,
                 id,

@@ -274,9 +274,16 @@ async fn upstream_handle(
         "body_len": body_len,
         "body_sha256": record.body_sha256,
     });
-    Ok(Response::builder()
+    let mut builder = Response::builder()
         .header("content-type", "application/json")
-        .header("x-upstream", "recording")
+        .header("x-upstream", "recording");
+    // `x-test-response-header: name: value` (repeatable): the upstream answers with it.
+    for asked in parts.headers.get_all("x-test-response-header") {
+        if let Some((name, value)) = asked.to_str().ok().and_then(|t| t.split_once(": ")) {
+            builder = builder.header(name, value);
+        }
+    }
+    Ok(builder
         .body(
             Full::new(Bytes::from(summary.to_string()))
                 .map_err(|never| match never {})
