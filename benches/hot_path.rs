@@ -191,10 +191,78 @@ fn head_scanning(c: &mut Criterion) {
     group.finish();
 }
 
+/// One Ed25519 signature checked by each backend on offer, same key and message: ring (what
+/// the gateway uses) and jsonwebtoken's RustCrypto backend (ed25519-dalek).
+fn ed25519_backends(c: &mut Criterion) {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("k".into());
+    let claims = serde_json::json!({"sub": "alice", "exp": 4_000_000_000u64});
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(&pair.serialize_der()),
+    )
+    .expect("sign");
+    let (message, signature) = token.rsplit_once('.').expect("three parts");
+    let signature =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .expect("b64");
+    let public = pair.public_key_raw().to_vec();
+    let mut group = c.benchmark_group("ed25519_backend");
+    group.bench_function("ring", |b| {
+        b.iter(|| {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public)
+                .verify(black_box(message.as_bytes()), &signature)
+                .is_ok()
+        })
+    });
+    let decoding = jsonwebtoken::DecodingKey::from_ed_der(&public);
+    group.bench_function("jsonwebtoken_rust_crypto", |b| {
+        b.iter(|| {
+            jsonwebtoken::crypto::verify(
+                black_box(signature_b64(&token)),
+                message.as_bytes(),
+                &decoding,
+                jsonwebtoken::Algorithm::EdDSA,
+            )
+            .unwrap_or(false)
+        })
+    });
+    group.finish();
+}
+
+fn signature_b64(token: &str) -> &str {
+    token.rsplit_once('.').map_or("", |(_, s)| s)
+}
+
+/// The per-request cost of a route rate limit: one table hit and the GCRA arithmetic.
+fn rate_limiting(c: &mut Criterion) {
+    use portcullis::auth::rate_limit::{Caller, RateLimits};
+    use portcullis::policy::rate_limit::RateLimit;
+    let limits = RateLimits::new(1_000_000, 64);
+    let limit = RateLimit {
+        requests: u32::MAX,
+        period: std::time::Duration::from_secs(1),
+        burst: u32::MAX,
+        headers: false,
+    };
+    let caller = Caller::Subject {
+        issuer: "local",
+        subject: "alice",
+    };
+    limits.check("api", caller, &limit);
+    c.bench_function("rate_limit/check_known_caller", |b| {
+        b.iter(|| limits.check(black_box("api"), caller, &limit))
+    });
+}
+
 criterion_group!(
     benches,
     normalisation,
     tokens,
+    ed25519_backends,
+    rate_limiting,
     header_rewriting,
     head_scanning
 );

@@ -182,7 +182,7 @@ fn key(raw: &RawKey) -> Option<PublishedKey> {
                 return None;
             }
             let raw = URL_SAFE_NO_PAD.decode(x).ok()?;
-            (KeyFamily::Ed, None, SignatureKey::Ed25519(raw.into()))
+            (KeyFamily::Ed, None, SignatureKey::ed25519(&raw))
         }
         ("RSA", _) => {
             let (n, e) = (raw.n.as_deref()?, raw.e.as_deref()?);

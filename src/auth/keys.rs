@@ -207,7 +207,7 @@ fn asymmetric(
         }
         _ => (
             EncodingKey::from_ed_der(&der),
-            SignatureKey::Ed25519(public.into()),
+            SignatureKey::ed25519(public),
             json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(public)}),
         ),
     };
