@@ -38,14 +38,22 @@ pub struct LockoutPolicy {
 /// are keyed by their `/ipv6_prefix` network: a single subscriber is routinely handed a
 /// whole /64 and could otherwise take a fresh address, and a fresh counter, per guess.
 pub fn address_key(ip: IpAddr, ipv6_prefix: u8) -> String {
-    match ip.to_canonical() {
+    match network(ip, ipv6_prefix) {
         IpAddr::V4(v4) => v4.to_string(),
+        v6 => format!("{v6}/{}", ipv6_prefix.clamp(1, 128)),
+    }
+}
+
+/// The address a client is counted by: IPv4 as is (IPv4-mapped IPv6 unwrapped), IPv6 by its
+/// network of `ipv6_prefix` bits (one subscriber usually holds a whole /64).
+pub fn network(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let prefix = ipv6_prefix.clamp(1, 128);
             let mask = u128::MAX << (128 - u32::from(prefix));
-            let network = Ipv6Addr::from(u128::from(v6) & mask);
-            format!("{network}/{prefix}")
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
         }
+        v4 => v4,
     }
 }
 

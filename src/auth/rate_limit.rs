@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::auth::lockout::network;
 use crate::policy::rate_limit::{RateLimit, Verdict};
 
 /// Who a request counts against.
@@ -103,18 +104,6 @@ fn update(tat: &AtomicU64, limit: &RateLimit, now: u64) -> Verdict {
             Ok(_) => return verdict,
             Err(actual) => current = actual,
         }
-    }
-}
-
-/// IPv4 as is; IPv6 by network (one subscriber usually holds a whole /64).
-fn network(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = ipv6_prefix.clamp(1, 128);
-            let mask = u128::MAX << (128 - u32::from(prefix));
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-        v4 => v4,
     }
 }
 
