@@ -84,6 +84,9 @@ pub enum Failure {
     /// A bounded table (e.g. login regulation) is full and cannot take this request safely.
     #[error("at capacity")]
     Saturated { retry_after_secs: u64 },
+    /// The shared state (Redis) cannot be reached and this endpoint fails closed.
+    #[error("shared state unavailable")]
+    StateUnavailable { retry_after_secs: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -110,7 +113,9 @@ impl Failure {
             Failure::LockedOut { .. }
             | Failure::RateLimited { .. }
             | Failure::OverRouteLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Failure::Busy | Failure::Saturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Busy | Failure::Saturated { .. } | Failure::StateUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -180,6 +185,10 @@ impl Failure {
                 "temporarily_unavailable",
                 "the server is at capacity; try again later".to_owned(),
             ),
+            Failure::StateUnavailable { .. } => (
+                "temporarily_unavailable",
+                "session state is unavailable; try again shortly".to_owned(),
+            ),
             Failure::Internal => ("server_error", "internal error".to_owned()),
         }
     }
@@ -243,6 +252,7 @@ impl Failure {
             }
             Failure::LockedOut { retry_after_secs }
             | Failure::Saturated { retry_after_secs }
+            | Failure::StateUnavailable { retry_after_secs }
             | Failure::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
@@ -266,6 +276,7 @@ impl Failure {
                 | Failure::LockedOut { .. }
                 | Failure::Busy
                 | Failure::Saturated { .. }
+                | Failure::StateUnavailable { .. }
                 | Failure::RateLimited { .. }
         ) {
             no_store(headers);

@@ -28,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod fleet;
 pub mod forward;
 pub mod issuers;
 pub mod ops;

@@ -17,6 +17,7 @@ use crate::auth::rate_limit::RateLimits;
 use crate::auth::revocation::Revocations;
 use crate::auth::token_cache::TokenCache;
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::issuers::IssuerKeyStore;
 use crate::ops::metrics::Metrics;
 use crate::tls::{self, TlsError};
@@ -85,6 +86,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// External issuers' fetched keys; outlives reloads (unchanged issuers keep theirs).
     pub issuer_keys: IssuerKeyStore,
+    /// Refresh families, and where revocations and lockouts are shared (`state:`, fixed at
+    /// start).
+    pub fleet: Fleet,
     ready: AtomicBool,
     /// When this process first saw each ring key `retired` (unix seconds), for keys whose
     /// config gives no `retired_at`: a reload may not remove them before their tokens expire.
@@ -104,7 +108,11 @@ impl Shared {
         note_retirements(&retirements, first.keys.ring());
         let issuer_keys = IssuerKeyStore::default();
         issuer_keys.reconcile(&first.config.issuers);
+        // `state:` was validated with the very client this makes.
+        let fleet = Fleet::new(&first.config.state)
+            .unwrap_or_else(|err| panic!("state.redis passed validation but failed: {err}"));
         Arc::new(Shared {
+            fleet,
             issuer_keys,
             retirements,
             generation: AtomicU64::new(first.generation),

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod lockout;
 pub mod password;
 pub mod rate_limit;
+pub mod refresh;
 pub mod revocation;
 pub mod token_cache;
 pub mod user;

@@ -89,6 +89,28 @@ impl Revocations {
         Ok(())
     }
 
+    /// Record a revocation made elsewhere (another replica, or a refresh family ending): no
+    /// per-subject allowance applies, it was already granted or is the gateway's own doing.
+    /// `false` when the table is full of live entries and it could not be kept.
+    pub fn insert(&self, jti: &str, expires_at_unix: u64, now_unix: u64) -> bool {
+        let jti = bounded(jti);
+        if let Some(mut at) = self.entries.get_mut(jti) {
+            *at = (*at).max(expires_at_unix);
+            return true;
+        }
+        if self.entries.len() >= self.max {
+            self.purge_throttled(now_unix);
+            if self.entries.len() >= self.max {
+                return false;
+            }
+        }
+        self.entries
+            .entry(jti.to_owned())
+            .and_modify(|at| *at = (*at).max(expires_at_unix))
+            .or_insert(expires_at_unix);
+        true
+    }
+
     pub fn is_revoked(&self, jti: &str, now_unix: u64) -> bool {
         self.entries
             .get(bounded(jti))

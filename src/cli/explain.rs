@@ -80,6 +80,7 @@ pub fn explain(
         }
         Some(Destination::Login) => println!("endpoint: login (served by the gateway)"),
         Some(Destination::Logout) => println!("endpoint: logout (served by the gateway)"),
+        Some(Destination::Revoke) => println!("endpoint: revoke (served by the gateway)"),
         Some(Destination::WellKnown(_)) => {
             println!("endpoint: published document (served by the gateway, no token)")
         }
@@ -101,6 +102,9 @@ pub fn explain(
         (Ok(_), Some(Destination::Login)) => println!("decision: answered by the login endpoint"),
         (Ok(_), Some(Destination::WellKnown(_))) => {
             println!("decision: answered by the gateway (published document)")
+        }
+        (Ok(_), Some(Destination::Revoke)) => {
+            println!("decision: answered by the revocation endpoint")
         }
         (Ok(_), _) => println!("decision: answered by the logout endpoint"),
     }

@@ -209,6 +209,7 @@ fn run_case(config: &Config, case: Case) -> Outcome {
         Some(Destination::NoRoute) => (None, "no rule matches".to_owned()),
         Some(Destination::Login) => (None, "the login endpoint".to_owned()),
         Some(Destination::Logout) => (None, "the logout endpoint".to_owned()),
+        Some(Destination::Revoke) => (None, "the revocation endpoint".to_owned()),
         Some(Destination::OptionsStar) => (None, "OPTIONS *".to_owned()),
         Some(Destination::WellKnown(_)) => (None, "a published document".to_owned()),
         None => (None, "refused before routing".to_owned()),
@@ -219,6 +220,7 @@ fn run_case(config: &Config, case: Case) -> Outcome {
         (Ok(_), Some(Destination::Route { route, .. })) => Decision::Allow(Some(route.id.clone())),
         (Ok(_), Some(Destination::Login)) => Decision::Allow(Some("login".into())),
         (Ok(_), Some(Destination::WellKnown(_))) => Decision::Allow(Some("well-known".into())),
+        (Ok(_), Some(Destination::Revoke)) => Decision::Allow(Some("revoke".into())),
         (Ok(_), _) => Decision::Allow(Some("logout".into())),
     };
     let passed = match (&case.expect, &actual) {

@@ -5,6 +5,7 @@ use super::file::{Location, Spanned};
 use super::units::{interpolate, parse_duration, parse_size};
 mod identity;
 mod issuers;
+mod state;
 mod policy;
 mod routes;
 mod tokens;
@@ -128,6 +129,13 @@ impl Builder {
         let mut digest_input = text.to_owned();
         let tokens = self.tokens(&raw.tokens, &mut files, &mut digest_input)?;
         let login = self.login(&raw.login)?;
+        let refresh = raw
+            .tokens
+            .refresh
+            .as_ref()
+            .map(|block| self.refresh(block))
+            .transpose()?;
+        let state = self.state(&raw.state)?;
         let log_format = match &raw.log.format {
             None => LogFormat::Pretty,
             Some(v) => match v.value.as_str() {
@@ -222,6 +230,8 @@ impl Builder {
             routes,
             cors,
             claim_paths,
+            refresh,
+            state,
             digest: digest_hex(&digest_input),
         })
     }

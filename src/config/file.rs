@@ -79,6 +79,10 @@ pub struct GatewayFile {
     /// the policy of login, logout and the `/.well-known/` documents.
     #[schemars(with = "Option<CorsFile>")]
     pub cors: Option<Spanned<CorsFile>>,
+    /// Where revocations, lockouts and refresh tokens live: this process's memory (the
+    /// default) or a Redis shared by a fleet; read at start only.
+    #[serde(default)]
+    pub state: StateFile,
 }
 
 /// `tls:` — PEM certificate chain and private key.
@@ -161,6 +165,63 @@ pub struct TokensFile {
     /// Profile fields issued tokens also carry: `email`, `name`.
     #[schemars(with = "Option<Vec<String>>")]
     pub claims: Option<Vec<Spanned<String>>>,
+    /// Refresh tokens: when given, a login also returns a rotating `refresh_token`.
+    pub refresh: Option<RefreshFile>,
+}
+
+/// `tokens.refresh:` — refresh tokens (RFC 6749 §6) with rotation and reuse detection.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshFile {
+    /// Lifetime of each refresh token; every use issues a new one (duration, default 14d).
+    #[schemars(with = "Option<String>")]
+    pub ttl: Option<Spanned<String>>,
+    /// Absolute lifetime of a login's chain of refresh tokens (duration, default 90d).
+    #[schemars(with = "Option<String>")]
+    pub max_lifetime: Option<Spanned<String>>,
+    /// A client retrying a refresh within this after losing the answer gets the same new
+    /// pair; any other reuse of a used token ends the whole chain (duration, default 10s,
+    /// at most 5m; `0s` disables).
+    #[schemars(with = "Option<String>")]
+    pub reuse_grace: Option<Spanned<String>>,
+}
+
+/// `state:` — where revocations, lockouts and refresh tokens live (default: this process's
+/// memory).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    /// Share state with other replicas through Redis.
+    #[schemars(with = "Option<RedisFile>")]
+    pub redis: Option<Spanned<RedisFile>>,
+}
+
+/// `state.redis:` — the Redis every replica of a fleet shares.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `redis://[user:pass@]host:port[/db]` or `rediss://` for TLS; use `${VAR}`.
+    pub url: String,
+    /// Prefix of every key and channel (default `portcullis:`): fleets sharing a Redis
+    /// keep apart by it.
+    pub key_prefix: Option<String>,
+    /// PEM CA bundle trusted for `rediss://` instead of the system roots.
+    pub ca: Option<String>,
+    /// Deadline of one Redis command (duration, default 1s).
+    pub timeout: Option<String>,
+    /// What a concern does while Redis cannot be reached.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailableFile,
+}
+
+/// `state.redis.on_unavailable:` — `fail_closed` (503 with `Retry-After`) or `fail_open`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnUnavailableFile {
+    /// Logins: `fail_closed` (default) or `fail_open` (regulated by this replica alone).
+    pub login: Option<String>,
+    /// Refresh-token grants: only `fail_closed` (a rotation cannot be made safely elsewhere).
+    pub refresh: Option<String>,
 }
 
 /// One key of `tokens.keys`.

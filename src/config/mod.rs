@@ -22,6 +22,7 @@ use ipnet::IpNet;
 
 use crate::auth::jwt::TokenSettings;
 use crate::auth::lockout::LockoutPolicy;
+use crate::auth::refresh::RefreshPolicy;
 use crate::auth::user::User;
 use crate::policy::authz::Vocabulary;
 use crate::policy::claim_path::ClaimPath;
@@ -226,6 +227,10 @@ pub struct Config {
     /// Every claim path a route's `claims:` reads: all a verified identity keeps of its
     /// token's claims (empty: nothing is kept).
     pub claim_paths: Vec<ClaimPath>,
+    /// `tokens.refresh`: refresh tokens are issued only when set.
+    pub refresh: Option<RefreshPolicy>,
+    /// `state:`; read at start only (a reload that changes it logs that it needs a restart).
+    pub state: StateSettings,
     /// A hex digest of the config text(s), to tell generations apart.
     pub digest: String,
 }
@@ -305,4 +310,52 @@ fn digest_hex_bytes(bytes: &[u8]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(bytes);
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `state:` — where the state replicas must agree on lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateSettings {
+    /// This process's memory: nothing to run, nothing shared.
+    #[default]
+    Memory,
+    Redis(RedisSettings),
+}
+
+/// `state.redis:`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// May carry a password: never printed (see the `Debug` impl).
+    pub url: String,
+    pub key_prefix: String,
+    /// PEM CA bundle for `rediss://`.
+    pub ca: Option<Vec<u8>>,
+    pub timeout: Duration,
+    /// Logins while Redis is unreachable: regulated by this replica alone (`fail_open`)
+    /// or refused with 503 (`fail_closed`, the default).
+    pub login_fail_open: bool,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("login_fail_open", &self.login_fail_open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and `check`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
 }

@@ -43,6 +43,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Arc<RequestStats>,
     logins: Family<OutcomeLabels, Counter>,
+    refreshes: Family<OutcomeLabels, Counter>,
+    state_connected: Gauge<i64, AtomicI64>,
+    state_copy_age: Gauge<i64, AtomicI64>,
     lockouts: Counter,
     reloads: Family<OutcomeLabels, Counter>,
     connections: Gauge<i64, AtomicI64>,
@@ -120,6 +123,25 @@ impl Metrics {
             "Fetches of an external issuer's keys by outcome (ok, error)",
             issuer_fetches.clone(),
         );
+        let refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "refreshes",
+            "Refresh-token grants by outcome",
+            refreshes.clone(),
+        );
+        let state_connected = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "state_redis_connected",
+            "1 while the shared state (state.redis) is followed; 0 otherwise or in memory mode",
+            state_connected.clone(),
+        );
+        let state_copy_age = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "state_revocations_age_seconds",
+            "Seconds since the local copy of the fleet's revocations was last known complete (-1: never or memory mode)",
+            state_copy_age.clone(),
+        );
+        state_copy_age.set(-1);
         // Every known outcome starts at 0, so its series exists before the first event: a
         // dashboard shows 0 rather than "no data", and `increase()` sees the first one.
         for outcome in RELOAD_OUTCOMES {
@@ -136,6 +158,9 @@ impl Metrics {
             registry,
             requests,
             logins,
+            refreshes,
+            state_connected,
+            state_copy_age,
             lockouts,
             reloads,
             connections,
@@ -182,6 +207,24 @@ impl Metrics {
     }
 
     /// Record a login attempt's outcome (`success`, `invalid_grant`, `locked`, `busy`, ...).
+    /// Record a refresh-token grant's outcome (`success`, `reuse`, `replay`, or the OAuth
+    /// error code).
+    pub fn refresh(&self, outcome: &str) {
+        self.refreshes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The shared state's connection and the age of the local revocation copy (-1: never
+    /// complete).
+    pub fn shared_state(&self, connected: bool, copy_age: Option<u64>) {
+        self.state_connected.set(i64::from(connected));
+        self.state_copy_age
+            .set(copy_age.map_or(-1, |age| i64::try_from(age).unwrap_or(i64::MAX)));
+    }
+
     pub fn login(&self, outcome: &str) {
         self.logins
             .get_or_create(&OutcomeLabels {

@@ -22,18 +22,27 @@ pub async fn authenticate(
     let Some(token) = bearer_token(headers)? else {
         return Ok(None);
     };
-    let identity = match snapshot.token_cache.get(token, now) {
-        Some(identity) => identity,
-        None => {
-            let identity = verify(shared, snapshot, token, now).await?;
-            snapshot.token_cache.insert(token, identity.clone());
-            identity
-        }
-    };
+    let identity = identity_of(shared, snapshot, token, now).await?;
     if shared.revocations.is_revoked(&identity.revocation_key, now) {
         return Err(Failure::InvalidToken(TokenError::Revoked));
     }
     Ok(Some(identity))
+}
+
+/// Who `token` proves the caller is, from this generation's cache or verified now. Revocation
+/// is not checked here.
+pub async fn identity_of(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    token: &str,
+    now: u64,
+) -> Result<Arc<Identity>, TokenError> {
+    if let Some(identity) = snapshot.token_cache.get(token, now) {
+        return Ok(identity);
+    }
+    let identity = verify(shared, snapshot, token, now).await?;
+    snapshot.token_cache.insert(token, identity.clone());
+    Ok(identity)
 }
 
 /// A cache miss: verify with whichever issuer the token names.

@@ -94,7 +94,9 @@ impl From<&Failure> for Decision {
             Failure::UpstreamUnavailable | Failure::UpstreamTimeout => Decision::UpstreamError,
             Failure::OAuth { .. } | Failure::LockedOut { .. } => Decision::LoginFailed,
             Failure::RateLimited { .. } | Failure::OverRouteLimit { .. } => Decision::RateLimited,
-            Failure::Busy | Failure::Saturated { .. } => Decision::Busy,
+            Failure::Busy | Failure::Saturated { .. } | Failure::StateUnavailable { .. } => {
+                Decision::Busy
+            }
             Failure::Internal => Decision::Error,
         }
     }

@@ -3,26 +3,26 @@
 //! Every credential failure gets the same bytes and, through the dummy hash, the same time;
 //! regulation keys on the username and the client address; hashing runs on the bounded pool.
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::header;
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tokio::time::{Duration, Instant};
+use tokio::time::Duration;
 
 use crate::auth::jwt::UserClaims;
-use crate::auth::lockout::{address_key, Attempt, Refusal};
+use crate::auth::lockout::{address_key, Refusal};
 use crate::auth::password::{VerifyError, MAX_PASSWORD_BYTES};
-use crate::auth::revocation::RevokeRefusal;
 use crate::auth::user::User;
 use crate::body::ResponseBody;
 use crate::clock::unix_now;
 use crate::config::Limits;
-use crate::error::{no_store, Failure};
+use crate::fleet::login_gate::{GateRefusal, LocalTables};
+use crate::fleet::{StoreError, UNAVAILABLE_RETRY};
+use crate::pipeline::refresh;
+use crate::error::Failure;
 use crate::forward::headers;
 use crate::forward::request_body::{BodyLimits, GuardedBody};
-use crate::pipeline::authenticate::authenticate;
 use crate::pipeline::context::{ConnInfo, Decision, RequestCtx};
 use crate::policy::decision;
 use crate::state::{Shared, Snapshot};
@@ -37,14 +37,29 @@ pub const MAX_LOGIN_BODY: usize = 8 * 1024;
 /// second. A held answer costs one idle connection, which `max_connections` bounds.
 const REFUSAL_HOLD: Duration = Duration::from_millis(500);
 
-/// The credentials a login request carries, from a form or JSON body.
-#[derive(Debug, Default, Deserialize)]
+/// The parameters a token-endpoint request carries (login, refresh, revoke, logout), from a
+/// form or JSON body.
+#[derive(Default, Deserialize)]
 #[doc(hidden)]
 pub struct LoginForm {
-    grant_type: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    scope: Option<String>,
+    pub(super) grant_type: Option<String>,
+    pub(super) username: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) scope: Option<String>,
+    pub(super) refresh_token: Option<String>,
+    /// `/revoke` (RFC 7009 §2.1).
+    pub(super) token: Option<String>,
+    pub(super) token_type_hint: Option<String>,
+}
+
+impl std::fmt::Debug for LoginForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: every other field is a credential.
+        f.debug_struct("LoginForm")
+            .field("grant_type", &self.grant_type)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 fn oauth(error: &'static str, description: &'static str) -> Failure {
@@ -54,6 +69,13 @@ fn oauth(error: &'static str, description: &'static str) -> Failure {
 /// The one answer for a wrong password, an unknown user and a user without a usable hash.
 fn invalid_grant() -> Failure {
     oauth("invalid_grant", "invalid username or password")
+}
+
+/// Which grant a token-endpoint request turned out to be, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    Password,
+    Refresh,
 }
 
 /// `POST /login`.
@@ -67,10 +89,11 @@ pub async fn login(
     ctx.route = "login";
     // Every answer of the token endpoint is uncacheable (RFC 6749 §5.1), errors included.
     ctx.no_store = true;
+    let mut grant = Grant::Password;
     let result = if let Err(refusal) = decision::check_endpoint_method(request.method()) {
         Err(refusal)
     } else {
-        attempt(shared, snapshot, conn, request, ctx).await
+        attempt(shared, snapshot, conn, request, ctx, &mut grant).await
     };
     let outcome = match &result {
         Ok(_) => "success",
@@ -79,9 +102,13 @@ pub async fn login(
         Err(Failure::Saturated { .. }) => "saturated",
         Err(Failure::OAuth { error, .. }) => error,
         Err(Failure::PayloadTooLarge) => "too_large",
+        Err(Failure::StateUnavailable { .. }) => "unavailable",
         Err(_) => "error",
     };
-    shared.metrics.login(outcome);
+    match grant {
+        Grant::Password => shared.metrics.login(outcome),
+        Grant::Refresh => shared.metrics.refresh(outcome),
+    }
     if matches!(
         result,
         Err(Failure::LockedOut { .. } | Failure::Busy | Failure::Saturated { .. })
@@ -97,6 +124,7 @@ async fn attempt(
     conn: ConnInfo,
     request: Request<Incoming>,
     ctx: &mut RequestCtx<'_>,
+    grant: &mut Grant,
 ) -> Result<Response<ResponseBody>, Failure> {
     if request
         .uri()
@@ -114,12 +142,42 @@ async fn attempt(
         config.is_trusted_proxy(ip)
     });
     let form = read_form(request, &config.limits).await?;
-    if form.grant_type.as_deref().is_some_and(|g| g != "password") {
-        return Err(oauth(
+    match form.grant_type.as_deref() {
+        None | Some("password") => password_grant(shared, snapshot, client_ip, form, ctx).await,
+        Some("refresh_token") => match &config.refresh {
+            Some(policy) => {
+                *grant = Grant::Refresh;
+                refresh::grant(
+                    shared,
+                    snapshot,
+                    policy,
+                    form.refresh_token.as_deref(),
+                    form.scope.as_deref(),
+                    ctx,
+                )
+                .await
+            }
+            None => Err(oauth(
+                "unsupported_grant_type",
+                "refresh tokens are not enabled",
+            )),
+        },
+        Some(_) => Err(oauth(
             "unsupported_grant_type",
-            "only the password grant is supported",
-        ));
+            "only the password and refresh_token grants are supported",
+        )),
     }
+}
+
+/// `grant_type=password` (RFC 6749 §4.3).
+async fn password_grant(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    client_ip: std::net::IpAddr,
+    form: LoginForm,
+    ctx: &mut RequestCtx<'_>,
+) -> Result<Response<ResponseBody>, Failure> {
+    let config = &snapshot.config;
     let (Some(username), Some(password)) = (form.username, form.password) else {
         return Err(oauth(
             "invalid_request",
@@ -137,12 +195,23 @@ async fn attempt(
     let ip_key = address_key(client_ip, shared.ip_lockouts.policy().ipv6_prefix);
     // Counted before hashing, so concurrent guesses cannot all be checked before the first
     // failure locks the key; an attempt whose check never runs is refunded when dropped.
-    let now = Instant::now();
-    let user_attempt = shared
-        .user_lockouts
-        .begin(&username, now)
-        .map_err(refused)?;
-    let ip_attempt = shared.ip_lockouts.begin(&ip_key, now).map_err(refused)?;
+    let tables = LocalTables {
+        users: &shared.user_lockouts,
+        addresses: &shared.ip_lockouts,
+    };
+    let admission = shared
+        .fleet
+        .begin_login(tables, &username, &ip_key)
+        .await
+        .map_err(|refusal| match refusal {
+            GateRefusal::Refused(refusal) => refused(refusal),
+            GateRefusal::Unavailable(err) => {
+                tracing::warn!(error = %err, "login refused: shared state unavailable");
+                Failure::StateUnavailable {
+                    retry_after_secs: UNAVAILABLE_RETRY.as_secs(),
+                }
+            }
+        })?;
     let user = config.users.get(&username);
     let verified = shared
         .passwords
@@ -153,46 +222,61 @@ async fn attempt(
             VerifyError::TooLong => oauth("invalid_request", "username or password too long"),
             _ => Failure::Internal,
         })?;
-    let now = Instant::now();
     // A disabled user gets the same answer as a wrong password, after the same work.
     let Some(user) = user.filter(|user| verified && !user.disabled) else {
-        record_failure(shared, user_attempt, ip_attempt, &username, &ip_key);
+        if admission.failed().await.is_some() {
+            shared.metrics.lockout();
+            tracing::warn!(
+                username,
+                client = ip_key,
+                "login locked after repeated failures"
+            );
+        }
         return Err(invalid_grant());
     };
     // A lock set while the password was being checked holds even against the right one.
-    let user_locked = user_attempt.succeeded(now).err();
-    let ip_locked = ip_attempt.succeeded(now).err();
-    if let Some(retry) = user_locked.or(ip_locked) {
+    if let Err(retry) = admission.succeeded().await {
         return Err(refused(Refusal::Locked(retry)));
     }
-    // Only the username's counter: a valid account must not reset its address's counter
-    // between guesses at other accounts.
-    shared.user_lockouts.record_success(&username);
     let scopes = granted_scopes(snapshot, &user.scopes, form.scope.as_deref())?;
     let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let now = unix_now();
     let issued = snapshot
         .keys
-        .issue(&username, &scope_refs, user_claims(user), unix_now())
+        .issue(&username, &scope_refs, user_claims(user), now)
         .map_err(|_| Failure::Internal)?;
+    let refresh_token = match &config.refresh {
+        None => None,
+        Some(policy) => {
+            match refresh::start_family(shared, policy, user, &username, &scopes, &issued, now)
+                .await
+            {
+                Ok(token) => Some(token),
+                // With logins failing open, the user still gets in, without a refresh token
+                // (RFC 6749 §5.1 makes it optional) rather than one no replica could honour.
+                Err(StoreError::Unavailable(err)) if login_fails_open(config) => {
+                    tracing::warn!(error = %err, "refresh token not issued: shared state unavailable");
+                    None
+                }
+                Err(err) => return Err(refresh::store_failure(err)),
+            }
+        }
+    };
     ctx.decision = Decision::Login;
-    let body = serde_json::json!({
-        "access_token": issued.token,
-        "token_type": "bearer",
-        "expires_in": issued.expires_in,
-        "scope": scopes.join(" "),
-    });
-    let mut response = Response::new(ResponseBody::full(Bytes::from(body.to_string())));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    no_store(response.headers_mut());
-    Ok(response)
+    Ok(refresh::token_response(refresh::token_body(
+        &issued,
+        &scopes,
+        refresh_token.as_ref(),
+    )))
+}
+
+fn login_fails_open(config: &crate::config::Config) -> bool {
+    matches!(&config.state, crate::config::StateSettings::Redis(redis) if redis.login_fail_open)
 }
 
 /// What an issued token says about `user`: its credential version (so a password change
 /// ends it) and the profile fields `tokens.claims` asks for.
-fn user_claims(user: &User) -> UserClaims<'_> {
+pub(super) fn user_claims(user: &User) -> UserClaims<'_> {
     UserClaims {
         credential_version: Some(&user.credential_version),
         email: user.profile.email.as_deref(),
@@ -212,32 +296,9 @@ fn refused(refusal: Refusal) -> Failure {
     }
 }
 
-fn record_failure(
-    shared: &Shared,
-    user_attempt: Attempt<'_>,
-    ip_attempt: Attempt<'_>,
-    username: &str,
-    ip_key: &str,
-) {
-    let now = Instant::now();
-    let user_locked = user_attempt.failed(now).is_some();
-    let ip_locked = ip_attempt.failed(now).is_some();
-    for (locked, kind) in [(user_locked, "username"), (ip_locked, "address")] {
-        if locked {
-            shared.metrics.lockout();
-            tracing::warn!(
-                kind,
-                username,
-                client = ip_key,
-                "login locked after repeated failures"
-            );
-        }
-    }
-}
-
 /// RFC 6749 §3.3: the requested scopes must be within what the user holds (through
 /// `implies`); none requested means all of the user's own scopes.
-fn granted_scopes(
+pub(super) fn granted_scopes(
     snapshot: &Snapshot,
     held: &[String],
     requested: Option<&str>,
@@ -268,7 +329,7 @@ fn granted_scopes(
 
 /// Read a login body (form or JSON), capped at [`MAX_LOGIN_BODY`] and read under the body
 /// deadline; repeated parameters are refused (RFC 6749 §3.1).
-async fn read_form(request: Request<Incoming>, limits: &Limits) -> Result<LoginForm, Failure> {
+pub(super) async fn read_form(request: Request<Incoming>, limits: &Limits) -> Result<LoginForm, Failure> {
     let (parts, body) = request.into_parts();
     let limits = BodyLimits {
         max_size: Some(MAX_LOGIN_BODY as u64),
@@ -312,6 +373,9 @@ pub fn parse_form(bytes: &[u8]) -> Result<LoginForm, Failure> {
             "username" => &mut form.username,
             "password" => &mut form.password,
             "scope" => &mut form.scope,
+            "refresh_token" => &mut form.refresh_token,
+            "token" => &mut form.token,
+            "token_type_hint" => &mut form.token_type_hint,
             _ => continue,
         };
         if slot.replace(value.into_owned()).is_some() {
@@ -322,44 +386,6 @@ pub fn parse_form(bytes: &[u8]) -> Result<LoginForm, Failure> {
         }
     }
     Ok(form)
-}
-
-/// `POST /logout` with a bearer token: the token's `jti` is refused until it expires.
-pub async fn logout(
-    shared: &Shared,
-    snapshot: &Snapshot,
-    request: Request<Incoming>,
-    ctx: &mut RequestCtx<'_>,
-) -> Result<Response<ResponseBody>, Failure> {
-    ctx.route = "logout";
-    decision::check_endpoint_method(request.method())?;
-    let identity = authenticate(shared, snapshot, request.headers(), unix_now())
-        .await?
-        .ok_or(Failure::MissingToken)?;
-    ctx.identity = Some(identity.clone());
-    ctx.decision = Decision::Logout;
-    let leeway = snapshot.config.tokens.leeway.as_secs();
-    let expires = identity.token.expires_at.saturating_add(leeway);
-    shared
-        .revocations
-        .revoke(
-            &identity.token.subject,
-            &identity.revocation_key,
-            expires,
-            unix_now(),
-            snapshot.config.login.max_revocations_per_subject,
-        )
-        .map_err(|refusal| match refusal {
-            // The token stays valid: the client is told so, and when to try again.
-            RevokeRefusal::SubjectFull { retry_after_secs } => {
-                Failure::RateLimited { retry_after_secs }
-            }
-            RevokeRefusal::TableFull => Failure::Busy,
-        })?;
-    let mut response = Response::new(ResponseBody::empty());
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    no_store(response.headers_mut());
-    Ok(response)
 }
 
 #[cfg(test)]

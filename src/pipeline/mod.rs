@@ -14,6 +14,8 @@ pub mod hygiene;
 pub mod logged_body;
 pub mod login;
 pub mod rate_limit;
+pub mod refresh;
+pub mod revoke;
 pub mod upstream;
 pub mod well_known;
 
@@ -135,7 +137,8 @@ async fn pipeline<'s>(
             return Ok(options_star());
         }
         Destination::Login => return login::login(shared, snapshot, conn, request, ctx).await,
-        Destination::Logout => return login::logout(shared, snapshot, request, ctx).await,
+        Destination::Logout => return revoke::logout(shared, snapshot, request, ctx).await,
+        Destination::Revoke => return revoke::revoke(shared, snapshot, request, ctx).await,
         Destination::WellKnown(document) => {
             ctx.route = "well-known";
             decision::check_document_method(request.method())?;
@@ -238,6 +241,7 @@ fn answer_preflight<'s, B>(
         Destination::Route { route, .. } => &route.id,
         Destination::Login => "login",
         Destination::Logout => "logout",
+        Destination::Revoke => "revoke",
         Destination::WellKnown(_) => "well-known",
         Destination::OptionsStar | Destination::NoRoute => "",
     };

@@ -21,6 +21,8 @@ use crate::policy::well_known::{well_known, WellKnown};
 
 /// The logout endpoint's path (fixed; the login path is configured).
 pub const LOGOUT_PATH: &str = "/logout";
+/// The RFC 7009 token revocation endpoint's path (fixed).
+pub const REVOKE_PATH: &str = "/revoke";
 
 /// Methods the gateway ever forwards, for `Allow` on 405 and `OPTIONS *`.
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -34,6 +36,8 @@ pub enum Destination<'c> {
     Login,
     /// The logout endpoint (POST only).
     Logout,
+    /// The token revocation endpoint (POST only).
+    Revoke,
     /// A document under `/.well-known/` the gateway publishes (GET and HEAD only).
     WellKnown(WellKnown),
     /// A route, by its position in the table (0-based).
@@ -91,6 +95,8 @@ pub fn route<'c>(
         Destination::Login
     } else if path == LOGOUT_PATH {
         Destination::Logout
+    } else if path == REVOKE_PATH {
+        Destination::Revoke
     } else if let Some(document) = well_known(&path) {
         Destination::WellKnown(document)
     } else {
@@ -170,6 +176,7 @@ pub fn cors_policy<'c>(
         Destination::OptionsStar => None,
         Destination::Login
         | Destination::Logout
+        | Destination::Revoke
         | Destination::WellKnown(_)
         | Destination::NoRoute => default,
     }
@@ -193,7 +200,7 @@ pub fn preflight(
         }
         Destination::Route { .. } => {}
         Destination::NoRoute | Destination::OptionsStar => return refuse(CorsRefusal::Destination),
-        Destination::Login | Destination::Logout => {
+        Destination::Login | Destination::Logout | Destination::Revoke => {
             if check_endpoint_method(method).is_err() {
                 return refuse(CorsRefusal::Method);
             }
@@ -274,7 +281,7 @@ pub fn evaluate<'c>(rules: Rules<'c>, request: Described<'_>) -> Verdict<'c> {
     verdict.path = Some(routed.path);
     verdict.outcome = match &routed.destination {
         Destination::OptionsStar => Ok(None),
-        Destination::Login | Destination::Logout => {
+        Destination::Login | Destination::Logout | Destination::Revoke => {
             check_endpoint_method(request.method).map(|()| None)
         }
         Destination::WellKnown(_) => check_document_method(request.method).map(|()| None),

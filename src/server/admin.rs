@@ -64,6 +64,20 @@ fn readiness(shared: &Shared) -> String {
             status.name, status.keys
         ));
     }
+    if let Some(state) = shared.fleet.status(crate::clock::unix_now()) {
+        let copy = state
+            .copy_age
+            .map_or("never synced".to_owned(), |age| format!("synced {age}s ago"));
+        let health = match (state.connected, &state.last_error) {
+            (true, None) => "connected".to_owned(),
+            (_, Some(error)) => format!("unavailable: {error}"),
+            (false, None) => "connecting".to_owned(),
+        };
+        text.push_str(&format!(
+            "state redis {}: {health}; revocations {copy}\n",
+            state.url
+        ));
+    }
     text
 }
 
@@ -76,11 +90,16 @@ fn respond<B>(shared: &Shared, request: &Request<B>) -> Response<ResponseBody> {
             "text/plain",
             "draining\n".to_owned(),
         ),
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.render(),
-        ),
+        "/metrics" => {
+            if let Some(state) = shared.fleet.status(crate::clock::unix_now()) {
+                shared.metrics.shared_state(state.connected, state.copy_age);
+            }
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                shared.metrics.render(),
+            )
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -67,6 +67,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = shared.snapshot().config.limits.clone();
     let refresher = tokio::spawn(refresh_issuer_keys(shared.clone()));
+    let follower = tokio::spawn(follow_shared_state(shared.clone()));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut workers = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -101,6 +102,7 @@ pub async fn run(
         let _ = done.await;
     }
     refresher.abort();
+    follower.abort();
     tracing::info!("all connections closed");
     Ok(())
 }
@@ -110,6 +112,13 @@ async fn refresh_issuer_keys(shared: Arc<Shared>) {
     loop {
         shared.issuer_keys.refresh_due(&shared.metrics).await;
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// With `state.redis`: keep the local revocation copy in step with the fleet's.
+async fn follow_shared_state(shared: Arc<Shared>) {
+    if let Some(state) = shared.fleet.redis() {
+        crate::fleet::follower::follow(state, &shared.revocations).await;
     }
 }
 

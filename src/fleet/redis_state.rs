@@ -1,0 +1,520 @@
+//! The Redis a fleet shares: revocations (a sorted set plus a pub/sub channel every replica
+//! follows, see `follower`), refresh-token families, and login lockout counters.
+//!
+//! Everything that must not be won twice (a rotation, a lockout count) is one Lua script, so
+//! two replicas racing on the same family or username are serialised by Redis. Keys are
+//! namespaced by `key_prefix` and expire with the thing they describe.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use crate::auth::refresh::{Family, Rotation, RotationOutcome, TokenRecord, TokenState};
+use crate::auth::revocation::Revocations;
+use crate::config::RedisSettings;
+
+/// Why a Redis operation did not happen.
+#[derive(Debug, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct Unavailable(pub String);
+
+impl From<redis::RedisError> for Unavailable {
+    fn from(err: redis::RedisError) -> Self {
+        Unavailable(err.to_string())
+    }
+}
+
+/// The connection and the key names of one fleet.
+pub struct RedisState {
+    pub(super) settings: RedisSettings,
+    client: redis::Client,
+    /// Made by the maintainer task once a runtime runs; `None` until then.
+    manager: Mutex<Option<ConnectionManager>>,
+    /// The follower holds a subscription and its last resync succeeded.
+    pub(super) following: AtomicBool,
+    /// Unix seconds of the last good resync or message (0: never): the local copy's age.
+    pub(super) synced_at: AtomicU64,
+    /// Why the last operation failed, for `/readyz`.
+    pub(super) last_error: Mutex<Option<String>>,
+    scripts: Scripts,
+}
+
+impl std::fmt::Debug for RedisState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisState")
+            .field("settings", &self.settings)
+            .field("following", &self.following)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Scripts {
+    create: Script,
+    rotate: Script,
+    revoke_family: Script,
+    login_begin: Script,
+    login_settle: Script,
+}
+
+/// Each script's keys and arguments are listed where it is invoked.
+const CREATE: &str = r"
+redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'scopes', ARGV[2], 'cv', ARGV[3], 'exp', ARGV[4], 'revoked', '0')
+redis.call('EXPIREAT', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[2], 'fam', ARGV[5], 'state', 'c', 'exp', ARGV[6])
+redis.call('EXPIREAT', KEYS[2], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
+redis.call('EXPIREAT', KEYS[3], ARGV[4])
+return 1
+";
+
+const ROTATE: &str = r"
+local revoked = redis.call('HGET', KEYS[3], 'revoked')
+if not revoked or revoked == '1' then return {'gone'} end
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'gone'} end
+if state == 'r' then
+  return {'rotated', redis.call('HGET', KEYS[1], 'at'), redis.call('HGET', KEYS[1], 'sealed')}
+end
+redis.call('HSET', KEYS[1], 'state', 'r', 'at', ARGV[1], 'sealed', ARGV[3])
+redis.call('HSET', KEYS[2], 'fam', ARGV[6], 'state', 'c', 'exp', ARGV[2])
+redis.call('EXPIREAT', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+return {'ok'}
+";
+
+const REVOKE_FAMILY: &str = r"
+if redis.call('HGET', KEYS[1], 'revoked') ~= '0' then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', '1')
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES')
+for i = 1, #live, 2 do
+  local until_ = tonumber(live[i + 1]) + tonumber(ARGV[3])
+  redis.call('ZADD', KEYS[3], until_, live[i])
+  redis.call('PUBLISH', ARGV[2], until_ .. ' ' .. live[i])
+end
+redis.call('DEL', KEYS[2])
+return #live / 2
+";
+
+/// Lockout entry fields: failures, window_end, locked_until (ms), in_flight.
+/// ARGV: now_ms, threshold, window_ms, duration_ms. Returns {0} admitted, {1, ms} locked,
+/// {2} settling (enough guesses in flight to lock).
+const LOGIN_BEGIN: &str = r"
+local now = tonumber(ARGV[1])
+local threshold = tonumber(ARGV[2])
+local duration = tonumber(ARGV[4])
+for _, key in ipairs(KEYS) do
+  local locked = tonumber(redis.call('HGET', key, 'locked_until') or '0')
+  if locked > now then return {1, locked - now} end
+  local failures = tonumber(redis.call('HGET', key, 'failures') or '0')
+  if tonumber(redis.call('HGET', key, 'window_end') or '0') <= now then failures = 0 end
+  local in_flight = tonumber(redis.call('HGET', key, 'in_flight') or '0')
+  if duration > 0 and failures + in_flight >= threshold then return {2, 1000} end
+end
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('HGET', key, 'window_end') or '0') <= now then
+    redis.call('HSET', key, 'failures', 0, 'window_end', 0)
+  end
+  redis.call('HINCRBY', key, 'in_flight', 1)
+  if redis.call('PTTL', key) < 60000 then redis.call('PEXPIRE', key, 60000) end
+end
+return {0, 0}
+";
+
+/// ARGV: now_ms, threshold, window_ms, duration_ms, outcome (`fail`, `ok` or `refund`).
+/// Returns the lock left in ms (0: none). On `ok` only the first key (the username) has its
+/// failures cleared: a valid account must not reset its address's count.
+const LOGIN_SETTLE: &str = r"
+local now = tonumber(ARGV[1])
+local threshold = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local duration = tonumber(ARGV[4])
+local outcome = ARGV[5]
+local left = 0
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('HINCRBY', key, 'in_flight', -1)) < 0 then
+    redis.call('HSET', key, 'in_flight', 0)
+  end
+  local locked = tonumber(redis.call('HGET', key, 'locked_until') or '0')
+  if locked > now then
+    left = math.max(left, locked - now)
+  elseif outcome == 'fail' then
+    if tonumber(redis.call('HGET', key, 'window_end') or '0') <= now then
+      redis.call('HSET', key, 'failures', 0, 'window_end', now + window)
+    end
+    local failures = redis.call('HINCRBY', key, 'failures', 1)
+    if duration > 0 and failures >= threshold then
+      redis.call('HSET', key, 'locked_until', now + duration)
+      left = math.max(left, duration)
+    end
+  elseif outcome == 'ok' and i == 1 then
+    redis.call('HSET', key, 'failures', 0)
+  end
+  local until_ = math.max(tonumber(redis.call('HGET', key, 'window_end') or '0'),
+                          tonumber(redis.call('HGET', key, 'locked_until') or '0'))
+  redis.call('PEXPIRE', key, math.max(until_ - now, 0) + 60000)
+end
+return left
+";
+
+/// How a lockout script answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginGate {
+    Admitted,
+    Locked(Duration),
+    Settling,
+}
+
+impl RedisState {
+    pub fn new(settings: RedisSettings) -> Result<RedisState, Unavailable> {
+        let client = match &settings.ca {
+            Some(ca) => redis::Client::build_with_tls(
+                settings.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+            None => redis::Client::open(settings.url.as_str())?,
+        };
+        Ok(RedisState {
+            settings,
+            client,
+            manager: Mutex::new(None),
+            following: AtomicBool::new(false),
+            synced_at: AtomicU64::new(0),
+            last_error: Mutex::new(Some("not connected yet".into())),
+            scripts: Scripts {
+                create: Script::new(CREATE),
+                rotate: Script::new(ROTATE),
+                revoke_family: Script::new(REVOKE_FAMILY),
+                login_begin: Script::new(LOGIN_BEGIN),
+                login_settle: Script::new(LOGIN_SETTLE),
+            },
+        })
+    }
+
+    pub(super) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Make the command connection (in the runtime that will drive it). It reconnects by
+    /// itself after a failure.
+    pub(super) async fn connect(&self) -> Result<(), Unavailable> {
+        let timeout = self.settings.timeout;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let manager = self
+            .client
+            .get_connection_manager_with_config(config)
+            .await?;
+        *self.manager.lock().unwrap_or_else(|p| p.into_inner()) = Some(manager);
+        Ok(())
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, Unavailable> {
+        self.manager
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| Unavailable("not connected".into()))
+    }
+
+    /// Run `op` on a connection under the command deadline; note failures for `/readyz`.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, Unavailable>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = self.connection()?;
+        let result = match tokio::time::timeout(self.settings.timeout, op(connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(Unavailable::from(err)),
+            Err(_) => Err(Unavailable("timed out".into())),
+        };
+        if let Err(err) = &result {
+            self.note_error(&err.0);
+        }
+        result
+    }
+
+    pub(super) fn note_error(&self, why: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_owned());
+    }
+
+    pub(super) fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.settings.key_prefix.clone();
+        key.push_str(&parts.join(":"));
+        key
+    }
+
+    pub(super) fn revoked_key(&self) -> String {
+        self.key(&["revoked"])
+    }
+
+    pub(super) fn channel(&self) -> String {
+        self.key(&["revocations"])
+    }
+
+    /// Record an access-token revocation (`key` until unix `until`) and tell every replica.
+    /// Returns once Redis has it.
+    pub async fn revoke_access(&self, key: &str, until: u64) -> Result<(), Unavailable> {
+        let (set, channel) = (self.revoked_key(), self.channel());
+        let message = format!("{until} {key}");
+        self.run(|mut c| async move {
+            redis::pipe()
+                .atomic()
+                .zadd(&set, key, until)
+                .ignore()
+                .publish(&channel, message)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Every revocation still live at `now`: `(key, until)`.
+    pub(super) async fn live_revocations(&self, now: u64) -> Result<Vec<(String, u64)>, Unavailable> {
+        let set = self.revoked_key();
+        self.run(|mut c| async move {
+            let _: () = c.zrembyscore(&set, "-inf", now.saturating_sub(Revocations::GRACE_SECS)).await?;
+            c.zrangebyscore_withscores(&set, now.saturating_sub(Revocations::GRACE_SECS), "+inf")
+                .await
+        })
+        .await
+    }
+
+    pub async fn create_family(
+        &self,
+        family: &Family,
+        digest: &str,
+        token_expires_at: u64,
+        access: (&str, u64),
+    ) -> Result<(), Unavailable> {
+        let keys = [
+            self.key(&["fam", &family.id]),
+            self.key(&["rt", digest]),
+            self.key(&["famat", &family.id]),
+        ];
+        let script = &self.scripts.create;
+        self.run(|mut c| async move {
+            script
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(&family.subject)
+                .arg(family.scopes.join(" "))
+                .arg(&family.credential_version)
+                .arg(family.expires_at)
+                .arg(&family.id)
+                .arg(token_expires_at)
+                .arg(access.0)
+                .arg(access.1)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn lookup(&self, digest: &str) -> Result<Option<TokenRecord>, Unavailable> {
+        let token_key = self.key(&["rt", digest]);
+        let token: std::collections::HashMap<String, String> =
+            self.run(|mut c| async move { c.hgetall(&token_key).await }).await?;
+        let Some(family_id) = token.get("fam") else {
+            return Ok(None);
+        };
+        let family_key = self.key(&["fam", family_id]);
+        let family: std::collections::HashMap<String, String> =
+            self.run(|mut c| async move { c.hgetall(&family_key).await }).await?;
+        let number = |map: &std::collections::HashMap<String, String>, field: &str| {
+            map.get(field).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        };
+        let Some(subject) = family.get("sub") else {
+            return Ok(None);
+        };
+        let state = match token.get("state").map(String::as_str) {
+            Some("r") => TokenState::Rotated {
+                at: number(&token, "at"),
+                sealed: token.get("sealed").cloned().unwrap_or_default(),
+            },
+            _ => TokenState::Current,
+        };
+        Ok(Some(TokenRecord {
+            family: Family {
+                id: family_id.clone(),
+                subject: subject.clone(),
+                scopes: family
+                    .get("scopes")
+                    .map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                    .unwrap_or_default(),
+                credential_version: family.get("cv").cloned().unwrap_or_default(),
+                expires_at: number(&family, "exp"),
+            },
+            family_revoked: family.get("revoked").map(String::as_str) != Some("0"),
+            state,
+            expires_at: number(&token, "exp"),
+        }))
+    }
+
+    pub async fn rotate(&self, rotation: &Rotation<'_>) -> Result<RotationOutcome, Unavailable> {
+        let keys = [
+            self.key(&["rt", rotation.old_digest]),
+            self.key(&["rt", rotation.new_digest]),
+            self.key(&["fam", rotation.family_id]),
+            self.key(&["famat", rotation.family_id]),
+        ];
+        let script = &self.scripts.rotate;
+        let answer: Vec<String> = self
+            .run(|mut c| async move {
+                script
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .key(&keys[2])
+                    .key(&keys[3])
+                    .arg(rotation.now)
+                    .arg(rotation.new_expires_at)
+                    .arg(rotation.sealed)
+                    .arg(rotation.access_jti)
+                    .arg(rotation.access_expires_at)
+                    .arg(rotation.family_id)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match answer.first().map(String::as_str) {
+            Some("ok") => RotationOutcome::Rotated,
+            Some("rotated") => RotationOutcome::AlreadyRotated {
+                at: answer.get(1).and_then(|v| v.parse().ok()).unwrap_or(0),
+                sealed: answer.get(2).cloned().unwrap_or_default(),
+            },
+            _ => RotationOutcome::Gone,
+        })
+    }
+
+    /// End a family and revoke (and announce) the access tokens it issued that may be live;
+    /// `leeway` is added to their expiry as for a logout.
+    pub async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: u64,
+        leeway: u64,
+    ) -> Result<(), Unavailable> {
+        let keys = [
+            self.key(&["fam", family_id]),
+            self.key(&["famat", family_id]),
+            self.revoked_key(),
+        ];
+        let channel = self.channel();
+        let script = &self.scripts.revoke_family;
+        self.run(|mut c| async move {
+            script
+                .key(&keys[0])
+                .key(&keys[1])
+                .key(&keys[2])
+                .arg(now)
+                .arg(&channel)
+                .arg(leeway)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Count a login attempt against the username and address keys before hashing.
+    pub async fn login_begin(
+        &self,
+        user: &str,
+        address: &str,
+        policy: &crate::auth::lockout::LockoutPolicy,
+    ) -> Result<LoginGate, Unavailable> {
+        let keys = self.lockout_keys(user, address);
+        let script = &self.scripts.login_begin;
+        let now = unix_millis();
+        let answer: Vec<u64> = self
+            .run(|mut c| async move {
+                script
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .arg(now)
+                    .arg(policy.failures)
+                    .arg(millis(policy.window))
+                    .arg(millis(policy.duration))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match answer.as_slice() {
+            [1, left, ..] => LoginGate::Locked(Duration::from_millis(*left)),
+            [2, ..] => LoginGate::Settling,
+            _ => LoginGate::Admitted,
+        })
+    }
+
+    /// Settle an attempt `login_begin` admitted: `fail`, `ok` or `refund`. Returns the lock
+    /// left on either key, if any.
+    pub async fn login_settle(
+        &self,
+        user: &str,
+        address: &str,
+        policy: &crate::auth::lockout::LockoutPolicy,
+        outcome: &'static str,
+    ) -> Result<Option<Duration>, Unavailable> {
+        let keys = self.lockout_keys(user, address);
+        let script = &self.scripts.login_settle;
+        let now = unix_millis();
+        let left: u64 = self
+            .run(|mut c| async move {
+                script
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .arg(now)
+                    .arg(policy.failures)
+                    .arg(millis(policy.window))
+                    .arg(millis(policy.duration))
+                    .arg(outcome)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok((left > 0).then(|| Duration::from_millis(left)))
+    }
+
+    fn lockout_keys(&self, user: &str, address: &str) -> [String; 2] {
+        [
+            self.key(&["lock", "user", crate::auth::bounded(user)]),
+            self.key(&["lock", "addr", address]),
+        ]
+    }
+
+    /// A round trip, for the health check.
+    pub(super) async fn ping(&self) -> Result<(), Unavailable> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .map(|_| ())
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Mark the state healthy (a command or subscription just worked).
+pub(super) fn note_ok(state: &RedisState) {
+    *state.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
