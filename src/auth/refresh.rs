@@ -34,7 +34,10 @@ impl std::fmt::Debug for RefreshToken {
 impl RefreshToken {
     /// A fresh random token.
     pub fn generate() -> RefreshToken {
-        RefreshToken(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(random::<TOKEN_BYTES>())))
+        RefreshToken(format!(
+            "{PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(random::<TOKEN_BYTES>())
+        ))
     }
 
     /// A token a client presented, if it has the shape of one of ours.

@@ -194,8 +194,13 @@ mod tests {
     #[test]
     fn one_rotation_wins_and_a_revoked_family_is_gone() {
         let store = MemoryFamilies::default();
-        store.create(family("f"), "a", 100, ("j0", 160), 10).unwrap();
-        assert_eq!(store.rotate(&rotation("a", "b", 20)), RotationOutcome::Rotated);
+        store
+            .create(family("f"), "a", 100, ("j0", 160), 10)
+            .unwrap();
+        assert_eq!(
+            store.rotate(&rotation("a", "b", 20)),
+            RotationOutcome::Rotated
+        );
         assert_eq!(
             store.rotate(&rotation("a", "c", 21)),
             RotationOutcome::AlreadyRotated {

@@ -73,9 +73,9 @@ impl Fleet {
                 policy,
                 settled: false,
             })),
-            Ok(LoginGate::Locked(left)) => Err(GateRefusal::Refused(Refusal::Locked(
-                whole_seconds(left),
-            ))),
+            Ok(LoginGate::Locked(left)) => {
+                Err(GateRefusal::Refused(Refusal::Locked(whole_seconds(left))))
+            }
             Ok(LoginGate::Settling) => Err(GateRefusal::Refused(Refusal::Locked(
                 Duration::from_secs(1),
             ))),
@@ -94,7 +94,10 @@ fn begin_local<'a>(
     address: &str,
 ) -> Result<Admission<'a>, GateRefusal> {
     let now = Instant::now();
-    let user = local.users.begin(username, now).map_err(GateRefusal::Refused)?;
+    let user = local
+        .users
+        .begin(username, now)
+        .map_err(GateRefusal::Refused)?;
     let address = local
         .addresses
         .begin(address, now)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::refresh::{Family, Rotation, RotationOutcome, TokenRecord};
-use crate::auth::revocation::{RevokeRefusal, Revocations};
+use crate::auth::revocation::{Revocations, RevokeRefusal};
 use crate::config::{redact_url, StateSettings};
 
 use families::MemoryFamilies;
@@ -58,9 +58,7 @@ impl Fleet {
     pub fn new(settings: &StateSettings) -> Result<Fleet, Unavailable> {
         Ok(match settings {
             StateSettings::Memory => Fleet::Memory(MemoryFamilies::default()),
-            StateSettings::Redis(redis) => {
-                Fleet::Redis(Arc::new(RedisState::new(redis.clone())?))
-            }
+            StateSettings::Redis(redis) => Fleet::Redis(Arc::new(RedisState::new(redis.clone())?)),
         })
     }
 

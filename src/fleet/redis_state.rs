@@ -281,10 +281,15 @@ impl RedisState {
     }
 
     /// Every revocation still live at `now`: `(key, until)`.
-    pub(super) async fn live_revocations(&self, now: u64) -> Result<Vec<(String, u64)>, Unavailable> {
+    pub(super) async fn live_revocations(
+        &self,
+        now: u64,
+    ) -> Result<Vec<(String, u64)>, Unavailable> {
         let set = self.revoked_key();
         self.run(|mut c| async move {
-            let _: () = c.zrembyscore(&set, "-inf", now.saturating_sub(Revocations::GRACE_SECS)).await?;
+            let _: () = c
+                .zrembyscore(&set, "-inf", now.saturating_sub(Revocations::GRACE_SECS))
+                .await?;
             c.zrangebyscore_withscores(&set, now.saturating_sub(Revocations::GRACE_SECS), "+inf")
                 .await
         })
@@ -326,16 +331,20 @@ impl RedisState {
 
     pub async fn lookup(&self, digest: &str) -> Result<Option<TokenRecord>, Unavailable> {
         let token_key = self.key(&["rt", digest]);
-        let token: std::collections::HashMap<String, String> =
-            self.run(|mut c| async move { c.hgetall(&token_key).await }).await?;
+        let token: std::collections::HashMap<String, String> = self
+            .run(|mut c| async move { c.hgetall(&token_key).await })
+            .await?;
         let Some(family_id) = token.get("fam") else {
             return Ok(None);
         };
         let family_key = self.key(&["fam", family_id]);
-        let family: std::collections::HashMap<String, String> =
-            self.run(|mut c| async move { c.hgetall(&family_key).await }).await?;
+        let family: std::collections::HashMap<String, String> = self
+            .run(|mut c| async move { c.hgetall(&family_key).await })
+            .await?;
         let number = |map: &std::collections::HashMap<String, String>, field: &str| {
-            map.get(field).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            map.get(field)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
         };
         let Some(subject) = family.get("sub") else {
             return Ok(None);
@@ -353,7 +362,12 @@ impl RedisState {
                 subject: subject.clone(),
                 scopes: family
                     .get("scopes")
-                    .map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                    .map(|s| {
+                        s.split(' ')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 credential_version: family.get("cv").cloned().unwrap_or_default(),
                 expires_at: number(&family, "exp"),

@@ -17,13 +17,13 @@ use crate::auth::user::User;
 use crate::body::ResponseBody;
 use crate::clock::unix_now;
 use crate::config::Limits;
+use crate::error::Failure;
 use crate::fleet::login_gate::{GateRefusal, LocalTables};
 use crate::fleet::{StoreError, UNAVAILABLE_RETRY};
-use crate::pipeline::refresh;
-use crate::error::Failure;
 use crate::forward::headers;
 use crate::forward::request_body::{BodyLimits, GuardedBody};
 use crate::pipeline::context::{ConnInfo, Decision, RequestCtx};
+use crate::pipeline::refresh;
 use crate::policy::decision;
 use crate::state::{Shared, Snapshot};
 
@@ -329,7 +329,10 @@ pub(super) fn granted_scopes(
 
 /// Read a login body (form or JSON), capped at [`MAX_LOGIN_BODY`] and read under the body
 /// deadline; repeated parameters are refused (RFC 6749 §3.1).
-pub(super) async fn read_form(request: Request<Incoming>, limits: &Limits) -> Result<LoginForm, Failure> {
+pub(super) async fn read_form(
+    request: Request<Incoming>,
+    limits: &Limits,
+) -> Result<LoginForm, Failure> {
     let (parts, body) = request.into_parts();
     let limits = BodyLimits {
         max_size: Some(MAX_LOGIN_BODY as u64),

@@ -65,7 +65,11 @@ pub(super) fn store_failure(err: StoreError) -> Failure {
 }
 
 /// The JSON token response (RFC 6749 §5.1).
-pub(super) fn token_body(issued: &IssuedToken, scopes: &[String], refresh: Option<&RefreshToken>) -> String {
+pub(super) fn token_body(
+    issued: &IssuedToken,
+    scopes: &[String],
+    refresh: Option<&RefreshToken>,
+) -> String {
     let mut body = serde_json::json!({
         "access_token": issued.token,
         "token_type": "bearer",
@@ -152,15 +156,27 @@ pub(super) async fn grant(
         subject: &record.family.id,
     };
     if let Some(Verdict::Deny { retry_after }) =
-        shared.rate_limits.check(FAMILY_ROUTE, caller, &FAMILY_LIMIT)
+        shared
+            .rate_limits
+            .check(FAMILY_ROUTE, caller, &FAMILY_LIMIT)
     {
         return Err(Failure::RateLimited {
             retry_after_secs: crate::auth::rate_limit::whole_seconds(retry_after),
         });
     }
     if let TokenState::Rotated { at, sealed } = &record.state {
-        return reused(shared, snapshot, policy, &token, &record.family, *at, sealed, now, ctx)
-            .await;
+        return reused(
+            shared,
+            snapshot,
+            policy,
+            &token,
+            &record.family,
+            *at,
+            sealed,
+            now,
+            ctx,
+        )
+        .await;
     }
     let config = &snapshot.config;
     let Some(user) = config
@@ -192,14 +208,30 @@ pub(super) async fn grant(
         access_expires_at: now.saturating_add(issued.expires_in),
         now,
     };
-    match shared.fleet.rotate(&rotation).await.map_err(store_failure)? {
+    match shared
+        .fleet
+        .rotate(&rotation)
+        .await
+        .map_err(store_failure)?
+    {
         RotationOutcome::Rotated => {
             ctx.decision = Decision::Login;
             Ok(token_response(body))
         }
         // Another request (maybe on another replica) rotated this token first.
         RotationOutcome::AlreadyRotated { at, sealed } => {
-            reused(shared, snapshot, policy, &token, &record.family, at, &sealed, now, ctx).await
+            reused(
+                shared,
+                snapshot,
+                policy,
+                &token,
+                &record.family,
+                at,
+                &sealed,
+                now,
+                ctx,
+            )
+            .await
         }
         RotationOutcome::Gone => Err(invalid_grant()),
     }
@@ -256,11 +288,11 @@ fn still_entitled(snapshot: &Snapshot, user: &User, record: &TokenRecord) -> boo
     }
     let vocabulary = &snapshot.config.vocabulary;
     let holds = vocabulary.expand(user.scopes.iter().map(String::as_str));
-    record.family.scopes.iter().all(|name| {
-        vocabulary
-            .id(name)
-            .is_some_and(|id| holds.contains(id))
-    })
+    record
+        .family
+        .scopes
+        .iter()
+        .all(|name| vocabulary.id(name).is_some_and(|id| holds.contains(id)))
 }
 
 /// RFC 6749 §6: the requested scopes must all be within the family's grant (through
@@ -290,4 +322,3 @@ fn narrowed(
     }
     Ok(scopes)
 }
-

@@ -41,7 +41,14 @@ pub async fn logout(
         Err(failure) => return Err(failure),
     };
     if let Some(presented) = form.refresh_token.as_deref() {
-        revoke_refresh(shared, snapshot, presented, Some(&identity.token.subject), now).await?;
+        revoke_refresh(
+            shared,
+            snapshot,
+            presented,
+            Some(&identity.token.subject),
+            now,
+        )
+        .await?;
     }
     revoke_access(shared, snapshot, &identity, now).await?;
     Ok(done(StatusCode::NO_CONTENT))

@@ -65,9 +65,9 @@ fn readiness(shared: &Shared) -> String {
         ));
     }
     if let Some(state) = shared.fleet.status(crate::clock::unix_now()) {
-        let copy = state
-            .copy_age
-            .map_or("never synced".to_owned(), |age| format!("synced {age}s ago"));
+        let copy = state.copy_age.map_or("never synced".to_owned(), |age| {
+            format!("synced {age}s ago")
+        });
         let health = match (state.connected, &state.last_error) {
             (true, None) => "connected".to_owned(),
             (_, Some(error)) => format!("unavailable: {error}"),

@@ -24,6 +24,7 @@ mod ops;
 mod paths;
 mod proxy;
 mod rate_limits;
+mod refresh;
 mod reload;
 mod routing;
 mod rule_tests;

@@ -65,7 +65,9 @@ impl Builder {
             ));
         }
         let key_prefix = r.key_prefix.clone().unwrap_or_else(|| "portcullis:".into());
-        if key_prefix.is_empty() || key_prefix.len() > 64 || key_prefix.contains(char::is_whitespace)
+        if key_prefix.is_empty()
+            || key_prefix.len() > 64
+            || key_prefix.contains(char::is_whitespace)
         {
             return Err(fail(
                 "state.redis.key_prefix: 1 to 64 characters without spaces".into(),
@@ -77,7 +79,10 @@ impl Builder {
                 let path = interpolate(path).map_err(|e| fail(format!("state.redis.ca: {e}")))?;
                 let path = self.resolve(&path);
                 Some(std::fs::read(&path).map_err(|e| {
-                    fail(format!("state.redis.ca: cannot read {}: {e}", path.display()))
+                    fail(format!(
+                        "state.redis.ca: cannot read {}: {e}",
+                        path.display()
+                    ))
                 })?)
             }
         };
@@ -106,11 +111,9 @@ impl Builder {
         let login_fail_open = match r.on_unavailable.login.as_deref() {
             None | Some("fail_closed") => false,
             Some("fail_open") => true,
-            Some(other) => {
-                return Err(fail(format!(
-                    "state.redis.on_unavailable.login: `{other}` is not `fail_closed` or `fail_open`"
-                )))
-            }
+            Some(other) => return Err(fail(format!(
+                "state.redis.on_unavailable.login: `{other}` is not `fail_closed` or `fail_open`"
+            ))),
         };
         match r.on_unavailable.refresh.as_deref() {
             None | Some("fail_closed") => {}
