@@ -89,6 +89,33 @@ impl Revocations {
         Ok(())
     }
 
+    /// Whether [`Self::revoke`] would take a new revocation for `subject` now (it may still
+    /// refuse if others race it): for callers that must store it elsewhere first.
+    pub fn check_allowance(
+        &self,
+        subject: &str,
+        now_unix: u64,
+        per_subject: usize,
+    ) -> Result<(), RevokeRefusal> {
+        if self.entries.len() >= self.max {
+            self.purge_throttled(now_unix);
+            if self.entries.len() >= self.max {
+                return Err(RevokeRefusal::TableFull);
+            }
+        }
+        let Some(lapses) = self.by_subject.get(bounded(subject)) else {
+            return Ok(());
+        };
+        let live: Vec<u64> = lapses.iter().copied().filter(|l| now_unix < *l).collect();
+        if live.len() >= per_subject {
+            let first = live.iter().min().copied().unwrap_or(now_unix);
+            return Err(RevokeRefusal::SubjectFull {
+                retry_after_secs: first.saturating_sub(now_unix).max(1),
+            });
+        }
+        Ok(())
+    }
+
     /// Record a revocation made elsewhere (another replica, or a refresh family ending): no
     /// per-subject allowance applies, it was already granted or is the gateway's own doing.
     /// `false` when the table is full of live entries and it could not be kept.

@@ -70,8 +70,9 @@ impl Fleet {
     }
 
     /// Revoke an access token (`key`, of `subject`) until unix `until`; `Ok` only once it is
-    /// recorded where every replica will see it. The per-subject allowance is checked
-    /// locally first (it bounds this process's table).
+    /// recorded where every replica will see it, and only then in this process's table (a
+    /// refusal must leave the token working everywhere, as the client is told). The
+    /// per-subject allowance bounds this process's table, so it is checked first.
     pub async fn revoke_access(
         &self,
         revocations: &Revocations,
@@ -81,14 +82,25 @@ impl Fleet {
         now: u64,
         per_subject: usize,
     ) -> Result<(), StoreError> {
+        let refused = |refusal| match refusal {
+            RevokeRefusal::TableFull => StoreError::Full,
+            other => StoreError::Refused(other),
+        };
+        let Fleet::Redis(state) = self else {
+            return revocations
+                .revoke(subject, key, until, now, per_subject)
+                .map_err(refused);
+        };
         revocations
+            .check_allowance(subject, now, per_subject)
+            .map_err(refused)?;
+        state.revoke_access(key, until).await?;
+        // Redis has it: it holds here whatever a racing logout did to the allowance.
+        if revocations
             .revoke(subject, key, until, now, per_subject)
-            .map_err(|refusal| match refusal {
-                RevokeRefusal::TableFull => StoreError::Full,
-                other => StoreError::Refused(other),
-            })?;
-        if let Fleet::Redis(state) = self {
-            state.revoke_access(key, until).await?;
+            .is_err()
+        {
+            revocations.insert(key, until, now);
         }
         Ok(())
     }

@@ -76,10 +76,8 @@ pub async fn revoke(
     // The hint only says where to look first (§2.1); both kinds are tried.
     let refresh_first = form.token_type_hint.as_deref() == Some("refresh_token");
     let is_refresh = RefreshToken::parse(&token).is_some();
-    if is_refresh || refresh_first {
-        if revoke_refresh(shared, snapshot, &token, None, now).await? {
-            return Ok(done(StatusCode::OK));
-        }
+    if (is_refresh || refresh_first) && revoke_refresh(shared, snapshot, &token, None, now).await? {
+        return Ok(done(StatusCode::OK));
     }
     if !is_refresh {
         // An invalid, expired or foreign access token is nothing to revoke.

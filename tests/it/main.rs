@@ -14,6 +14,7 @@ mod cli_auth;
 mod cors;
 mod deploy;
 mod explain;
+mod fleet;
 mod headers;
 mod hygiene;
 mod issuers;

@@ -111,9 +111,11 @@ impl Builder {
         let login_fail_open = match r.on_unavailable.login.as_deref() {
             None | Some("fail_closed") => false,
             Some("fail_open") => true,
-            Some(other) => return Err(fail(format!(
+            Some(other) => {
+                return Err(fail(format!(
                 "state.redis.on_unavailable.login: `{other}` is not `fail_closed` or `fail_open`"
-            ))),
+            )))
+            }
         };
         match r.on_unavailable.refresh.as_deref() {
             None | Some("fail_closed") => {}

@@ -3,7 +3,7 @@
 //! (`gateway.rs`), real TLS clients speaking HTTP/1.1 and HTTP/2 (`client.rs`), raw bytes over
 //! TLS and their parsed answers (`raw.rs`), real upstreams on 127.0.0.1:0 (`upstream.rs`) and
 //! tokens signed independently of the gateway's code (`mint.rs`), a mock identity
-//! provider serving discovery and keys over TLS (`idp.rs`), and the
+//! provider serving discovery and keys over TLS (`idp.rs`), a real `redis-server` (`redis.rs`), and the
 //! binary run as a command (`binary.rs`).
 //!
 //! Everything is re-exported here, so tests `use crate::common::*`.
@@ -15,6 +15,7 @@ mod idp;
 mod mint;
 mod pki;
 mod raw;
+mod redis;
 mod upstream;
 
 pub use binary::*;
@@ -24,4 +25,5 @@ pub use idp::*;
 pub use mint::*;
 pub use pki::*;
 pub use raw::*;
+pub use redis::*;
 pub use upstream::*;

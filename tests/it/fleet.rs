@@ -1,0 +1,347 @@
+//! A fleet: several gateways sharing one real `redis-server` (`state.redis`) behave as one —
+//! a logout on A is refused on B, a refresh rotation raced from two replicas has exactly one
+//! winner, lockouts count attempts spread over replicas, a replica started later loads the
+//! state, and with Redis down each endpoint does what `on_unavailable` says while proxied
+//! traffic keeps being served from the local copy.
+#![allow(clippy::unwrap_used)]
+
+use crate::common::*;
+use crate::refresh::{login_pair, post_form, refresh};
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+fn fleet_config(up: &str, redis: &str, grace: &str, extra_state: &str) -> String {
+    let base = crate::refresh::config(up, grace, SECRET123_HASH, "write");
+    format!("{base}state:\n  redis: {{ url: \"{redis}\", timeout: 300ms{extra_state} }}\n")
+}
+
+/// Start a replica and wait until it follows Redis.
+async fn replica(yaml: &str) -> Gateway {
+    let gw = Gateway::start(yaml).await;
+    wait_following(&gw, true).await;
+    gw
+}
+
+async fn wait_following(gw: &Gateway, connected: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = gw
+            .shared
+            .fleet
+            .status(portcullis::clock::unix_now())
+            .unwrap();
+        if status.connected == connected && (!connected || status.last_error.is_none()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica never {} Redis: {status:?}",
+            if connected { "followed" } else { "lost" }
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn access(json: &serde_json::Value) -> String {
+    json["access_token"].as_str().unwrap().to_owned()
+}
+
+fn refresh_of(json: &serde_json::Value) -> String {
+    json["refresh_token"].as_str().unwrap().to_owned()
+}
+
+async fn logout(client: &Client, token: &str) -> Reply {
+    client
+        .call(
+            "POST",
+            "/logout",
+            &[("authorization", &format!("Bearer {token}"))],
+            "",
+        )
+        .await
+}
+
+/// Poll until `token` is refused on `client` (within `within`).
+async fn until_refused(client: &Client, token: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let status = client.get_with_token("/read/x", token).await.status;
+        if status == StatusCode::UNAUTHORIZED {
+            return;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "revocation never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_logout_on_one_replica_is_refused_on_the_others_and_by_a_replica_started_later() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let yaml = fleet_config(&up.url(), &redis.url(), "0s", "");
+    let (a, b) = (replica(&yaml).await, replica(&yaml).await);
+    let token = a.h1().token("bob", "secret123").await;
+    assert_eq!(
+        b.h1().get_with_token("/read/x", &token).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(logout(&a.h1(), &token).await.status, StatusCode::NO_CONTENT);
+    // The 204 means Redis has it: B learns it by pub/sub within moments.
+    until_refused(&b.h1(), &token, Duration::from_secs(2)).await;
+    // A replica that was not running then loads it on start.
+    let c = replica(&yaml).await;
+    assert_eq!(
+        c.h1().get_with_token("/read/x", &token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // /revoke on B of a refresh token ends the family for A too (and its access token on C).
+    let pair = login_pair(&a.h1(), "bob").await;
+    let reply = post_form(&b.h1(), "/revoke", &[("token", &refresh_of(&pair))]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = refresh(&a.h1(), &refresh_of(&pair)).await;
+    assert_eq!(reply.json()["error"], "invalid_grant", "{}", reply.text());
+    until_refused(&c.h1(), &access(&pair), Duration::from_secs(2)).await;
+    // Metrics and readiness say the state is followed.
+    let status = a
+        .shared
+        .fleet
+        .status(portcullis::clock::unix_now())
+        .unwrap();
+    assert!(status.connected && status.copy_age.is_some(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_rotation_raced_from_two_replicas_has_exactly_one_winner() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let yaml = fleet_config(&up.url(), &redis.url(), "0s", "");
+    let (a, b) = (replica(&yaml).await, replica(&yaml).await);
+    for round in 0..5 {
+        let pair = login_pair(&a.h1(), "bob").await;
+        let token = refresh_of(&pair);
+        let (ca, cb) = (a.h1(), b.h1());
+        let (ra, rb) = tokio::join!(refresh(&ca, &token), refresh(&cb, &token));
+        let winners: Vec<&Reply> = [&ra, &rb]
+            .into_iter()
+            .filter(|r| r.status == StatusCode::OK)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} / {}",
+            ra.text(),
+            rb.text()
+        );
+        let loser = if ra.status == StatusCode::OK {
+            &rb
+        } else {
+            &ra
+        };
+        assert_eq!(loser.json()["error"], "invalid_grant");
+        // The loser's replay was a reuse: the winner's new token is dead too.
+        let newest = refresh_of(&winners[0].json());
+        let after = refresh(&a.h1(), &newest).await;
+        assert_eq!(after.json()["error"], "invalid_grant", "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn within_the_grace_window_two_replicas_hand_out_the_same_pair() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let yaml = fleet_config(&up.url(), &redis.url(), "5s", "");
+    let (a, b) = (replica(&yaml).await, replica(&yaml).await);
+    let token = refresh_of(&login_pair(&a.h1(), "bob").await);
+    let (ca, cb) = (a.h1(), b.h1());
+    let (ra, rb) = tokio::join!(refresh(&ca, &token), refresh(&cb, &token));
+    assert_eq!((ra.status, rb.status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(ra.json(), rb.json(), "one rotation, one pair");
+    assert_eq!(
+        refresh(&b.h1(), &refresh_of(&ra.json())).await.status,
+        StatusCode::OK
+    );
+}
+
+/// A login whose client address (through a trusted proxy) is `address`.
+async fn login_from(client: &Client, user: &str, password: &str, address: &str) -> Reply {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("username", user)
+        .append_pair("password", password)
+        .finish();
+    client
+        .call(
+            "POST",
+            "/login",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-forwarded-for", address),
+            ],
+            body,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn failures_spread_over_replicas_lock_the_username_and_the_address() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let yaml = format!(
+        "trusted_proxies: [127.0.0.1/32]\n{}",
+        fleet_config(&up.url(), &redis.url(), "0s", "")
+    );
+    let (a, b, c) = (
+        replica(&yaml).await,
+        replica(&yaml).await,
+        replica(&yaml).await,
+    );
+    // failures: 3 — one wrong password for bob on each replica, each from its own address.
+    for (n, gw) in [&a, &b, &c].into_iter().enumerate() {
+        let reply = login_from(&gw.h1(), "bob", "wrong", &format!("198.51.100.{n}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    }
+    for gw in [&a, &b, &c] {
+        let reply = login_from(&gw.h1(), "bob", "secret123", "198.51.100.9").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            reply.text()
+        );
+        assert!(reply.header("retry-after").is_some());
+    }
+    // Another account from a fresh address is not affected.
+    let reply = login_from(&a.h1(), "alice", "secret123", "198.51.100.10").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // One address guessing at different accounts, spread over replicas, locks the address.
+    for (gw, user) in [(&a, "u1"), (&b, "u2"), (&c, "u3")] {
+        let reply = login_from(&gw.h1(), user, "wrong", "203.0.113.5").await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    }
+    let reply = login_from(&b.h1(), "alice", "secret123", "203.0.113.5").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn with_redis_down_each_endpoint_does_what_it_was_told_and_recovers() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let yaml = fleet_config(&up.url(), &redis.url(), "0s", "");
+    let (a, b) = (replica(&yaml).await, replica(&yaml).await);
+    let revoked = a.h1().token("bob", "secret123").await;
+    assert_eq!(
+        logout(&a.h1(), &revoked).await.status,
+        StatusCode::NO_CONTENT
+    );
+    until_refused(&b.h1(), &revoked, Duration::from_secs(2)).await;
+    let pair = login_pair(&a.h1(), "bob").await;
+
+    redis.kill();
+    wait_following(&a, false).await;
+    wait_following(&b, false).await;
+    // Login and refresh fail closed: 503 with Retry-After, nothing issued.
+    let reply = b.h1().login("bob", "secret123").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert!(reply.header("retry-after").is_some());
+    let reply = refresh(&b.h1(), &refresh_of(&pair)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    // A logout cannot be promised: 503, not 204.
+    let reply = logout(&b.h1(), &access(&pair)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Proxied traffic is served from the local copy: valid tokens pass, revoked ones do not.
+    assert_eq!(
+        b.h1()
+            .get_with_token("/read/x", &access(&pair))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        b.h1().get_with_token("/read/x", &revoked).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let status = b
+        .shared
+        .fleet
+        .status(portcullis::clock::unix_now())
+        .unwrap();
+    assert!(status.last_error.is_some(), "{status:?}");
+
+    // Redis returns (empty: no persistence here); replicas reconnect and work again.
+    redis.restart();
+    wait_following(&a, true).await;
+    wait_following(&b, true).await;
+    let fresh = login_pair(&b.h1(), "bob").await;
+    assert_eq!(
+        logout(&b.h1(), &access(&fresh)).await.status,
+        StatusCode::NO_CONTENT
+    );
+    until_refused(&a.h1(), &access(&fresh), Duration::from_secs(2)).await;
+    // What the local copies held is still refused.
+    assert_eq!(
+        a.h1().get_with_token("/read/x", &revoked).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn logins_may_fail_open_and_then_get_no_refresh_token() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let yaml = fleet_config(
+        &up.url(),
+        &redis.url(),
+        "0s",
+        ", on_unavailable: { login: fail_open }",
+    );
+    let a = replica(&yaml).await;
+    redis.kill();
+    wait_following(&a, false).await;
+    let reply = a.h1().login("bob", "secret123").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        reply.json().get("refresh_token").is_none(),
+        "{}",
+        reply.text()
+    );
+    // Regulated by this replica alone meanwhile.
+    for _ in 0..3 {
+        a.h1().login("alice", "wrong").await;
+    }
+    assert_eq!(
+        a.h1().login("alice", "secret123").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
