@@ -51,10 +51,13 @@ pub fn check(path: &Path, options: &CheckOptions<'_>) -> ExitCode {
     };
     let report = lint::report(&config);
     let mut warnings = report.warnings;
-    let (issuer_text, issuer_warnings) = probe_issuers(&config);
+    let (mut issuer_text, issuer_warnings) = probe_issuers(&config);
     // The report's text already lists these; only later warnings are printed separately.
     let listed = warnings.len();
     warnings.extend(issuer_warnings);
+    let (state_text, state_warnings) = probe_state(&config);
+    issuer_text.push_str(&state_text);
+    warnings.extend(state_warnings);
     if !tests.is_empty() {
         match coverage(&config, tests) {
             Ok(unreached) => warnings.extend(unreached),
@@ -162,6 +165,57 @@ fn probe_issuers(config: &Config) -> (String, Vec<Warning>) {
                     message: format!("issuer `{name}`: {err}"),
                 });
             }
+        }
+    }
+    (text, warnings)
+}
+
+/// Refresh tokens and where the shared state lives; with `state.redis`, one PING (an
+/// unreachable Redis is a warning: it may be reachable only from where the gateway runs).
+fn probe_state(config: &Config) -> (String, Vec<Warning>) {
+    let mut text = String::new();
+    let mut warnings = Vec::new();
+    if let Some(refresh) = &config.refresh {
+        let secs =
+            |s: u64| crate::config::units::format_duration(std::time::Duration::from_secs(s));
+        text.push_str(&format!(
+            "refresh tokens: ttl {}, max lifetime {}, reuse grace {}\n",
+            secs(refresh.ttl),
+            secs(refresh.max_lifetime),
+            secs(refresh.reuse_grace)
+        ));
+    }
+    let crate::config::StateSettings::Redis(redis) = &config.state else {
+        text.push_str("state: memory (this process)\n");
+        return (text, warnings);
+    };
+    let url = crate::config::redact_url(&redis.url);
+    let reached = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| err.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let state = crate::fleet::redis_state::RedisState::new(redis.clone())
+                    .map_err(|err| err.to_string())?;
+                state.probe().await.map_err(|err| err.to_string())
+            })
+        });
+    match reached {
+        Ok(()) => text.push_str(&format!(
+            "state: redis {url} (prefix `{}`), reachable\n",
+            redis.key_prefix
+        )),
+        Err(err) => {
+            text.push_str(&format!(
+                "state: redis {url} (prefix `{}`), unreachable\n",
+                redis.key_prefix
+            ));
+            warnings.push(Warning {
+                code: "state-unreachable",
+                position: None,
+                message: format!("state.redis: {url}: {err}"),
+            });
         }
     }
     (text, warnings)

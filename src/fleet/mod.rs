@@ -11,6 +11,7 @@ pub mod families;
 pub mod follower;
 pub mod login_gate;
 pub mod redis_state;
+mod scripts;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

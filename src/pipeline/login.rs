@@ -10,10 +10,8 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::time::Duration;
 
-use crate::auth::jwt::UserClaims;
 use crate::auth::lockout::{address_key, Refusal};
 use crate::auth::password::{VerifyError, MAX_PASSWORD_BYTES};
-use crate::auth::user::User;
 use crate::body::ResponseBody;
 use crate::clock::unix_now;
 use crate::config::Limits;
@@ -24,6 +22,7 @@ use crate::forward::headers;
 use crate::forward::request_body::{BodyLimits, GuardedBody};
 use crate::pipeline::context::{ConnInfo, Decision, RequestCtx};
 use crate::pipeline::refresh;
+use crate::pipeline::token_answer::{token_body, token_response, user_claims};
 use crate::policy::decision;
 use crate::state::{Shared, Snapshot};
 
@@ -263,7 +262,7 @@ async fn password_grant(
         }
     };
     ctx.decision = Decision::Login;
-    Ok(refresh::token_response(refresh::token_body(
+    Ok(token_response(token_body(
         &issued,
         &scopes,
         refresh_token.as_ref(),
@@ -272,16 +271,6 @@ async fn password_grant(
 
 fn login_fails_open(config: &crate::config::Config) -> bool {
     matches!(&config.state, crate::config::StateSettings::Redis(redis) if redis.login_fail_open)
-}
-
-/// What an issued token says about `user`: its credential version (so a password change
-/// ends it) and the profile fields `tokens.claims` asks for.
-pub(super) fn user_claims(user: &User) -> UserClaims<'_> {
-    UserClaims {
-        credential_version: Some(&user.credential_version),
-        email: user.profile.email.as_deref(),
-        name: user.profile.name.as_deref(),
-    }
 }
 
 /// What a login refused before any hashing is answered with.

@@ -16,6 +16,7 @@ pub mod login;
 pub mod rate_limit;
 pub mod refresh;
 pub mod revoke;
+pub mod token_answer;
 pub mod upstream;
 pub mod well_known;
 

@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
 use http::Response;
 
 use crate::auth::jwt::IssuedToken;
@@ -21,10 +19,10 @@ use crate::auth::refresh::{
 use crate::auth::user::User;
 use crate::body::ResponseBody;
 use crate::clock::unix_now;
-use crate::error::{no_store, Failure};
+use crate::error::Failure;
 use crate::fleet::{StoreError, UNAVAILABLE_RETRY};
 use crate::pipeline::context::{Decision, RequestCtx};
-use crate::pipeline::login::user_claims;
+use crate::pipeline::token_answer::{token_body, token_response, user_claims};
 use crate::policy::authz::Vocabulary;
 use crate::policy::rate_limit::{RateLimit, Verdict};
 use crate::state::{Shared, Snapshot};
@@ -62,35 +60,6 @@ pub(super) fn store_failure(err: StoreError) -> Failure {
         }) => Failure::RateLimited { retry_after_secs },
         StoreError::Refused(crate::auth::revocation::RevokeRefusal::TableFull) => Failure::Busy,
     }
-}
-
-/// The JSON token response (RFC 6749 §5.1).
-pub(super) fn token_body(
-    issued: &IssuedToken,
-    scopes: &[String],
-    refresh: Option<&RefreshToken>,
-) -> String {
-    let mut body = serde_json::json!({
-        "access_token": issued.token,
-        "token_type": "bearer",
-        "expires_in": issued.expires_in,
-        "scope": scopes.join(" "),
-    });
-    if let Some(refresh) = refresh {
-        body["refresh_token"] = refresh.as_str().into();
-    }
-    body.to_string()
-}
-
-/// 200 with `body`, uncacheable.
-pub(super) fn token_response(body: impl Into<Bytes>) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(body.into()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    no_store(response.headers_mut());
-    response
 }
 
 /// Start a family for a login that was just granted `scopes`: its first refresh token.

@@ -345,3 +345,69 @@ async fn logins_may_fail_open_and_then_get_no_refresh_token() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+/// `portcullis check` on `yaml`: (exit code, stdout + stderr).
+fn check(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let (code, out, err) = portcullis(["check", "-c", path.to_str().unwrap()]);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn bad_refresh_and_state_blocks_are_refused_at_their_line() {
+    let base = format!("tokens:\n  secret: \"{SECRET}\"\n  ttl: 5m\n");
+    let cases = [
+        (
+            format!("{base}  refresh: {{ ttl: 30d, max_lifetime: 7d }}\n"),
+            "gateway.yaml:4",
+            "max_lifetime: must be at least tokens.refresh.ttl",
+        ),
+        (
+            format!("{base}  refresh: {{ reuse_grace: 10m }}\n"),
+            "gateway.yaml:4",
+            "reuse_grace",
+        ),
+        (
+            format!("{base}state:\n  redis: {{ url: \"http://127.0.0.1:6379\" }}\n"),
+            "gateway.yaml:5",
+            "expected redis://host:port",
+        ),
+        (
+            format!("{base}state:\n  redis: {{ url: \"redis://127.0.0.1:1\", on_unavailable: {{ refresh: fail_open }} }}\n"),
+            "gateway.yaml:5",
+            "only `fail_closed`",
+        ),
+        (
+            format!("{base}state:\n  redis: {{ url: \"redis://127.0.0.1:1\", key_prefix: \"a b\" }}\n"),
+            "gateway.yaml:5",
+            "key_prefix",
+        ),
+        (
+            format!("{base}state:\n  memory: true\n"),
+            "gateway.yaml:5",
+            "memory",
+        ),
+    ];
+    for (yaml, at, says) in cases {
+        let (code, out) = check(&yaml);
+        assert_eq!(code, 1, "{yaml}\n{out}");
+        assert!(out.contains(at) && out.contains(says), "{yaml}\nwanted {at} … {says}\n{out}");
+    }
+}
+
+#[test]
+fn check_reports_an_unreachable_redis_as_a_warning_and_a_reachable_one_as_such() {
+    let base = format!("tokens:\n  secret: \"{SECRET}\"\n");
+    let (code, out) = check(&format!(
+        "{base}state:\n  redis: {{ url: \"redis://:hunter2@127.0.0.1:1\", timeout: 200ms }}\n"
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("unreachable") && out.contains("state.redis"), "{out}");
+    assert!(!out.contains("hunter2"), "the password is never printed: {out}");
+    let Some(redis) = RedisServer::start() else { return };
+    let (code, out) = check(&format!("{base}state:\n  redis: {{ url: \"{}\" }}\n", redis.url()));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("reachable") && !out.contains("unreachable"), "{out}");
+}
