@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::body::ResponseBody;
 use crate::error::Failure;
+use crate::policy::decision::REVOKE_PATH;
 use crate::policy::well_known::{
     https_issuer, resource_path, resource_scopes, WellKnown, JWKS_PATH, PROTECTED_RESOURCE_PATH,
 };
@@ -55,12 +56,19 @@ fn authorization_server(snapshot: &Snapshot) -> Option<String> {
     let config = &snapshot.config;
     let issuer = https_issuer(config.tokens.issuer.as_deref())?;
     let base = issuer.trim_end_matches('/');
+    let grants: &[&str] = if config.refresh.is_some() {
+        &["password", "refresh_token"]
+    } else {
+        &["password"]
+    };
     Some(
         json!({
             "issuer": issuer,
             "token_endpoint": format!("{base}{}", config.login.path),
             "jwks_uri": format!("{base}{JWKS_PATH}"),
-            "grant_types_supported": ["password"],
+            "revocation_endpoint": format!("{base}{REVOKE_PATH}"),
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "grant_types_supported": grants,
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["none"],
             "scopes_supported": config.vocabulary.names().collect::<Vec<_>>(),

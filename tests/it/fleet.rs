@@ -393,7 +393,10 @@ fn bad_refresh_and_state_blocks_are_refused_at_their_line() {
     for (yaml, at, says) in cases {
         let (code, out) = check(&yaml);
         assert_eq!(code, 1, "{yaml}\n{out}");
-        assert!(out.contains(at) && out.contains(says), "{yaml}\nwanted {at} … {says}\n{out}");
+        assert!(
+            out.contains(at) && out.contains(says),
+            "{yaml}\nwanted {at} … {says}\n{out}"
+        );
     }
 }
 
@@ -404,10 +407,24 @@ fn check_reports_an_unreachable_redis_as_a_warning_and_a_reachable_one_as_such()
         "{base}state:\n  redis: {{ url: \"redis://:hunter2@127.0.0.1:1\", timeout: 200ms }}\n"
     ));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("unreachable") && out.contains("state.redis"), "{out}");
-    assert!(!out.contains("hunter2"), "the password is never printed: {out}");
-    let Some(redis) = RedisServer::start() else { return };
-    let (code, out) = check(&format!("{base}state:\n  redis: {{ url: \"{}\" }}\n", redis.url()));
+    assert!(
+        out.contains("unreachable") && out.contains("state.redis"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("hunter2"),
+        "the password is never printed: {out}"
+    );
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (code, out) = check(&format!(
+        "{base}state:\n  redis: {{ url: \"{}\" }}\n",
+        redis.url()
+    ));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("reachable") && !out.contains("unreachable"), "{out}");
+    assert!(
+        out.contains("reachable") && !out.contains("unreachable"),
+        "{out}"
+    );
 }

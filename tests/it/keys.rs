@@ -481,9 +481,11 @@ async fn authorization_server_metadata_describes_the_token_endpoint() {
     assert_eq!(doc["issuer"], "https://gw.test");
     assert_eq!(doc["token_endpoint"], "https://gw.test/login");
     assert_eq!(doc["jwks_uri"], "https://gw.test/.well-known/jwks.json");
+    assert_eq!(doc["revocation_endpoint"], "https://gw.test/revoke");
     assert_eq!(
         doc["grant_types_supported"],
-        serde_json::json!(["password"])
+        serde_json::json!(["password"]),
+        "no refresh_token grant without tokens.refresh"
     );
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],

@@ -15,6 +15,7 @@ use serde_json::Value;
 pub fn config(up: &str, grace: &str, bob_hash: &str, bob_scopes: &str) -> String {
     format!(
         r#"tokens:
+  issuer: https://gw.test
   secret: "{SECRET}"
   ttl: 5m
   refresh: {{ ttl: 1h, max_lifetime: 1d, reuse_grace: {grace} }}
@@ -104,6 +105,16 @@ async fn login_returns_a_refresh_token_and_refreshing_rotates_it() {
         client.get_with_token("/write/x", access).await.status,
         StatusCode::OK
     );
+    // The server metadata lists the grant and the revocation endpoint (RFC 8414).
+    let doc = client
+        .get("/.well-known/oauth-authorization-server", &[])
+        .await
+        .json();
+    assert_eq!(
+        doc["grant_types_supported"],
+        serde_json::json!(["password", "refresh_token"])
+    );
+    assert_eq!(doc["revocation_endpoint"], "https://gw.test/revoke");
     // And the new one rotates in turn.
     let third = refresh(&client, field(&second, "refresh_token")).await;
     assert_eq!(third.status, StatusCode::OK, "{}", third.text());
