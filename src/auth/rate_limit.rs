@@ -68,6 +68,57 @@ impl RateLimits {
         self.table.is_empty()
     }
 
+    /// This process's key of `(route, caller)` (what [`Self::raise`] takes).
+    pub fn local_key(&self, route: &str, caller: Caller<'_>) -> u64 {
+        self.key(route, caller)
+    }
+
+    /// The same key as every replica computes it (a digest, no process secret): what the
+    /// fleet's shared counters are stored under.
+    pub fn fleet_key(&self, route: &str, caller: Caller<'_>) -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        digest.update(route.as_bytes());
+        match caller {
+            Caller::Subject { issuer, subject } => {
+                digest.update([0, 0]);
+                digest.update(issuer.as_bytes());
+                digest.update([0]);
+                digest.update(subject.as_bytes());
+            }
+            Caller::Address(ip) => {
+                digest.update([0, 1]);
+                match network(ip, self.ipv6_prefix) {
+                    IpAddr::V4(v4) => digest.update(v4.octets()),
+                    IpAddr::V6(v6) => digest.update(v6.octets()),
+                }
+            }
+        }
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest.finalize()[..16]);
+        key
+    }
+
+    /// The table's clock: nanoseconds since it was made.
+    pub fn now_nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Move a tracked key's timestamp forward to `tat` (on this table's clock) if it is
+    /// behind: what the rest of the fleet consumed of the same allowance.
+    pub fn raise(&self, local_key: u64, tat: u64) {
+        if let Some(entry) = self.table.get(&local_key) {
+            entry.fetch_max(tat, Ordering::AcqRel);
+        }
+    }
+
+    /// The timestamp of a tracked key (0 when untracked).
+    pub fn tat(&self, local_key: u64) -> u64 {
+        self.table
+            .get(&local_key)
+            .map_or(0, |entry| entry.load(Ordering::Acquire))
+    }
+
     /// Drop keys whose timestamp has passed: they are back to a full burst anyway.
     fn sweep(&self, now: u64) {
         self.table

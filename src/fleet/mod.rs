@@ -10,6 +10,7 @@
 pub mod families;
 pub mod follower;
 pub mod login_gate;
+pub mod rate_sync;
 pub mod redis_state;
 mod scripts;
 
@@ -160,6 +161,30 @@ impl Fleet {
             // The script announces each revoked token; the follower applies it here too.
             Fleet::Redis(state) => Ok(state.revoke_family(family_id, now, leeway).await?),
         }
+    }
+
+    /// With Redis: wait (at most `within`) until the local revocation copy was loaded once,
+    /// so a replica that starts does not serve tokens the fleet has revoked. `true` when it
+    /// was (always in memory mode).
+    pub async fn wait_first_sync(&self, within: Duration) -> bool {
+        let Some(state) = self.redis() else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        while state.synced_at.load(Ordering::Relaxed) == 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Whether the local copy was ever complete (always in memory mode): `/readyz` is 503
+    /// until then.
+    pub fn ever_synced(&self) -> bool {
+        self.redis()
+            .is_none_or(|state| state.synced_at.load(Ordering::Relaxed) > 0)
     }
 
     /// `None` in memory mode.

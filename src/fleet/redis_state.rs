@@ -16,7 +16,7 @@ use crate::auth::refresh::{Family, Rotation, RotationOutcome, TokenRecord, Token
 use crate::auth::revocation::Revocations;
 use crate::config::RedisSettings;
 
-use super::scripts::{CREATE, LOGIN_BEGIN, LOGIN_SETTLE, REVOKE_FAMILY, ROTATE};
+use super::scripts::{CREATE, LOGIN_BEGIN, LOGIN_SETTLE, RATE_MERGE, REVOKE_FAMILY, ROTATE};
 
 /// Why a Redis operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,8 @@ pub struct RedisState {
     /// Why the last operation failed, for `/readyz`.
     pub(super) last_error: Mutex<Option<String>>,
     scripts: Scripts,
+    /// Route rate-limit arrivals waiting to be shared (see `rate_sync`).
+    pub rates: super::rate_sync::RateOutbox,
 }
 
 impl std::fmt::Debug for RedisState {
@@ -88,6 +90,7 @@ impl RedisState {
             following: AtomicBool::new(false),
             synced_at: AtomicU64::new(0),
             last_error: Mutex::new(Some("not connected yet".into())),
+            rates: Default::default(),
             scripts: Scripts {
                 create: Script::new(CREATE),
                 rotate: Script::new(ROTATE),
@@ -416,6 +419,41 @@ impl RedisState {
         self.ping().await
     }
 
+    /// The fleet key of a caller's rate-limit timestamp.
+    pub(super) fn rate_key(&self, fleet_key: &[u8; 16]) -> String {
+        use std::fmt::Write as _;
+        let mut hex = String::with_capacity(32);
+        for byte in fleet_key {
+            let _ = write!(hex, "{byte:02x}");
+        }
+        self.key(&["rl", &hex])
+    }
+
+    /// Add `arrivals` at `interval` microseconds each to each key's fleet timestamp (unix
+    /// microseconds) and return the timestamps, in one pipelined round trip.
+    pub(super) async fn merge_rates(
+        &self,
+        requests: &[(String, u64, u32)],
+    ) -> Result<Vec<u64>, Unavailable> {
+        let now = unix_micros();
+        self.run(|mut c| async move {
+            // EVAL, not EVALSHA: a pipeline cannot load a script Redis has not seen (it
+            // forgets them on restart), and this one is short.
+            let mut pipe = redis::pipe();
+            for (key, interval, arrivals) in requests {
+                pipe.cmd("EVAL")
+                    .arg(RATE_MERGE)
+                    .arg(1)
+                    .arg(key)
+                    .arg(now)
+                    .arg(*arrivals)
+                    .arg((*interval).max(1));
+            }
+            pipe.query_async::<Vec<u64>>(&mut c).await
+        })
+        .await
+    }
+
     /// A round trip, for the health check.
     pub(super) async fn ping(&self) -> Result<(), Unavailable> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
@@ -428,6 +466,13 @@ fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(super) fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 

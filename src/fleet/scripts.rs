@@ -102,3 +102,17 @@ for i, key in ipairs(KEYS) do
 end
 return left
 ";
+
+/// A caller's fleet-wide GCRA timestamp (unix microseconds; Lua numbers are doubles, exact to
+/// 2^53, which microseconds stay far below). ARGV: now, arrivals, interval. Arrivals were
+/// already let through: they only push the timestamp forward. 0 arrivals only reads it.
+pub(super) const RATE_MERGE: &str = r"
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local arrivals = tonumber(ARGV[2])
+if arrivals == 0 then return tat end
+local now = tonumber(ARGV[1])
+if tat < now then tat = now end
+tat = tat + arrivals * tonumber(ARGV[3])
+redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+return tat
+";

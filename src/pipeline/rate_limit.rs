@@ -42,7 +42,14 @@ pub fn check(
             |ip| snapshot.config.is_trusted_proxy(ip),
         )),
     };
-    match shared.rate_limits.check(&route.id, caller, limit) {
+    let verdict = shared.rate_limits.check(&route.id, caller, limit);
+    if let (Some(Verdict::Allow { .. }), Some(state)) = (&verdict, shared.fleet.redis()) {
+        // Shared with the fleet by the next sync; this request does not wait for it.
+        state
+            .rates
+            .note(&shared.rate_limits, &route.id, caller, limit);
+    }
+    match verdict {
         // Full of live callers: refuse rather than stop counting.
         None => Err(Failure::Saturated {
             retry_after_secs: 1,

@@ -84,6 +84,14 @@ fn readiness(shared: &Shared) -> String {
 fn respond<B>(shared: &Shared, request: &Request<B>) -> Response<ResponseBody> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" if shared.is_ready() && !shared.fleet.ever_synced() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!(
+                "not ready: shared state never loaded\n{}",
+                readiness(shared)
+            ),
+        ),
         "/readyz" if shared.is_ready() => (StatusCode::OK, "text/plain", readiness(shared)),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,

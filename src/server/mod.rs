@@ -68,6 +68,12 @@ pub async fn run(
     let limits = shared.snapshot().config.limits.clone();
     let refresher = tokio::spawn(refresh_issuer_keys(shared.clone()));
     let follower = tokio::spawn(follow_shared_state(shared.clone()));
+    // A replica must not accept tokens the fleet revoked before it started: serving begins
+    // once the revocations are loaded, or after this wait with a warning (Redis down at start
+    // must not keep the gateway down; `/readyz` stays 503 until the first load).
+    if !shared.fleet.wait_first_sync(FIRST_SYNC_WAIT).await {
+        tracing::warn!("shared state not loaded yet: serving; /readyz is 503 until it is");
+    }
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut workers = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -115,10 +121,17 @@ async fn refresh_issuer_keys(shared: Arc<Shared>) {
     }
 }
 
-/// With `state.redis`: keep the local revocation copy in step with the fleet's.
+/// How long a start waits for the fleet's revocations before serving anyway.
+const FIRST_SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// With `state.redis`: keep the local revocation copy in step with the fleet's, and share
+/// route rate-limit counts.
 async fn follow_shared_state(shared: Arc<Shared>) {
     if let Some(state) = shared.fleet.redis() {
-        crate::fleet::follower::follow(state, &shared.revocations).await;
+        tokio::join!(
+            crate::fleet::follower::follow(state, &shared.revocations),
+            crate::fleet::rate_sync::run(state, &state.rates, &shared.rate_limits),
+        );
     }
 }
 

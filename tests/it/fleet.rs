@@ -428,3 +428,84 @@ fn check_reports_an_unreachable_redis_as_a_warning_and_a_reachable_one_as_such()
         "{out}"
     );
 }
+
+/// Until `client` answers `path` with `token` as `status` (a process just (re)started may still
+/// be subscribing).
+async fn until_status(client: &Client, token: &str, status: StatusCode) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.get_with_token("/read/x", token).await.status != status {
+        assert!(tokio::time::Instant::now() < deadline, "never {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn separate_gateway_processes_share_logouts_and_a_crashed_one_loads_them_back() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let yaml = fleet_config(&up.url(), &redis.url(), "0s", "");
+    let a = GatewayProcess::start(&yaml);
+    let mut b = GatewayProcess::start(&yaml);
+    let token = a.h1().token("bob", "secret123").await;
+    until_status(&b.h1(), &token, StatusCode::OK).await;
+    // B crashes; meanwhile the token is logged out on A.
+    b.kill();
+    let reply = logout(&a.h1(), &token).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+    b.restart();
+    // The restarted B never accepts it: it serves only once the fleet's revocations are loaded.
+    let reply = b.h1().get_with_token("/read/x", &token).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    // And a refresh chain started on B is rotated on A.
+    let pair = login_pair(&b.h1(), "bob").await;
+    assert_eq!(
+        refresh(&a.h1(), &refresh_of(&pair)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn route_rate_limits_are_shared_by_the_fleet() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let base = fleet_config(&up.url(), &redis.url(), "0s", "").replace(
+        "  - { id: read, path: /read/**, upstream: up, scopes: [read] }",
+        "  - { id: read, path: /read/**, upstream: up, scopes: [read], rate_limit: { requests: 4, per: 1m } }",
+    );
+    let (a, b) = (replica(&base).await, replica(&base).await);
+    let token = a.h1().token("alice", "secret123").await;
+    let other = a.h1().token("bob", "secret123").await;
+    let get = |gw: &Gateway, token: &str| {
+        let (client, token) = (gw.h1(), token.to_owned());
+        async move { client.get_with_token("/read/x", &token).await.status }
+    };
+    // Two on A, two on B: each replica alone would allow four.
+    for gw in [&a, &a] {
+        assert_eq!(get(gw, &token).await, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await; // a few syncs
+    for gw in [&b, &b] {
+        assert_eq!(get(gw, &token).await, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The fleet has used the four: both refuse, with Retry-After.
+    for gw in [&a, &b] {
+        let reply = gw.h1().get_with_token("/read/x", &token).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            reply.text()
+        );
+        assert!(reply.header("retry-after").is_some());
+    }
+    // Another caller has their own allowance.
+    assert_eq!(get(&b, &other).await, StatusCode::OK);
+    // Redis down: each replica goes on counting alone (nothing waits, nothing fails).
+    drop(redis);
+    assert_eq!(get(&a, &other).await, StatusCode::OK);
+}
