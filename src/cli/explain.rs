@@ -16,6 +16,13 @@ pub struct ExplainRequest<'a> {
     pub method: &'a str,
     pub target: &'a str,
     pub host: Option<&'a str>,
+    /// `Origin`: with `OPTIONS` and `request_method`, a CORS preflight; otherwise whether the
+    /// answer would carry `Access-Control-Allow-Origin`.
+    pub origin: Option<&'a str>,
+    /// `Access-Control-Request-Method` of a preflight.
+    pub request_method: Option<&'a str>,
+    /// `Access-Control-Request-Headers` of a preflight.
+    pub request_headers: Option<&'a str>,
 }
 
 /// The rules of `config`, as the decision functions take them.
@@ -57,6 +64,15 @@ pub fn explain(
         None => (None, None),
     };
     let claims = claims.or(token_claims);
+    if let (Some(origin), Some(asked), true) = (
+        request.origin,
+        request.request_method,
+        method == http::Method::OPTIONS,
+    ) {
+        if let Some(code) = explain_preflight(&config, request, origin, asked) {
+            return code;
+        }
+    }
     let verdict = decision::evaluate(
         rules(&config),
         Described {
@@ -108,7 +124,88 @@ pub fn explain(
         }
         (Ok(_), _) => println!("decision: answered by the logout endpoint"),
     }
+    if let (Some(origin), Some(destination)) = (request.origin, &verdict.destination) {
+        let policy = decision::cors_policy(destination, config.cors.as_deref());
+        match (policy, http::HeaderValue::from_str(origin)) {
+            (None, _) => println!("cors:     no policy here: no CORS headers are added"),
+            (Some(_), Err(_)) => println!("cors:     `{origin}` is not a valid Origin value"),
+            (Some(policy), Ok(value)) => match policy.allow_origin(&value) {
+                Some(allowed) => println!(
+                    "cors:     Access-Control-Allow-Origin: {} (Vary: Origin)",
+                    allowed.to_str().unwrap_or("")
+                ),
+                None => println!("cors:     origin not allowed: no CORS headers"),
+            },
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// A preflight (`OPTIONS` + `--origin` + `--request-method`), decided as the server does:
+/// routed as the method it asks about, answered under the CORS policy that governs it. `None`
+/// when no policy governs it: then it is an ordinary `OPTIONS`, explained as such.
+fn explain_preflight(
+    config: &Config,
+    request: &ExplainRequest<'_>,
+    origin: &str,
+    asked: &str,
+) -> Option<ExitCode> {
+    let Ok(asked) = http::Method::from_bytes(asked.as_bytes()) else {
+        eprintln!("error: `{asked}` is not an HTTP method token");
+        return Some(ExitCode::FAILURE);
+    };
+    let host = match request.host.map(decision::routing_host).transpose() {
+        Ok(host) => host.unwrap_or_default(),
+        Err(failure) => {
+            print_refusal(&failure);
+            return Some(ExitCode::SUCCESS);
+        }
+    };
+    let target = request.target.split('?').next().unwrap_or(request.target);
+    let routed = match decision::route(&config.routes, &config.login.path, &asked, &host, target) {
+        Ok(routed) => routed,
+        Err(failure) => {
+            print_refusal(&failure);
+            return Some(ExitCode::SUCCESS);
+        }
+    };
+    let policy = decision::cors_policy(&routed.destination, config.cors.as_deref())?;
+    println!("path:     {}", routed.path);
+    if let Destination::Route { index, route } = &routed.destination {
+        println!("route:    #{} {} ({})", index + 1, route.id, route.pattern);
+    }
+    println!("preflight: {asked} from {origin}");
+    let Ok(origin) = http::HeaderValue::from_str(origin) else {
+        eprintln!("error: `{origin}` is not a valid Origin value");
+        return Some(ExitCode::FAILURE);
+    };
+    let headers = request
+        .request_headers
+        .and_then(|h| http::HeaderValue::from_str(h).ok());
+    match decision::preflight(&routed.destination, policy, &origin, &asked, headers.as_ref()) {
+        Ok(allowed) => {
+            println!("decision: 204 No Content (preflight answered by the gateway, not forwarded)");
+            println!(
+                "cors:     Access-Control-Allow-Origin: {}",
+                allowed.to_str().unwrap_or("")
+            );
+            println!(
+                "cors:     Access-Control-Allow-Methods: {}",
+                policy.allow_methods().to_str().unwrap_or("")
+            );
+            if let Some(allowed) = policy.allow_headers() {
+                println!(
+                    "cors:     Access-Control-Allow-Headers: {}",
+                    allowed.to_str().unwrap_or("")
+                );
+            }
+            if policy.credentials() {
+                println!("cors:     Access-Control-Allow-Credentials: true");
+            }
+        }
+        Err(failure) => print_refusal(&failure),
+    }
+    Some(ExitCode::SUCCESS)
 }
 
 /// The caller's scopes, expanded through `implies`: given with `--scopes`, or from a token

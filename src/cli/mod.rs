@@ -81,6 +81,16 @@ enum Command {
         /// as for an HTTP/1.0 request without Host).
         #[arg(long)]
         host: Option<String>,
+        /// The request's Origin: with OPTIONS and `--request-method`, explain a CORS
+        /// preflight; otherwise, whether the answer would grant this origin.
+        #[arg(long)]
+        origin: Option<String>,
+        /// A preflight's Access-Control-Request-Method.
+        #[arg(long, requires = "origin")]
+        request_method: Option<String>,
+        /// A preflight's Access-Control-Request-Headers (comma-separated).
+        #[arg(long, requires = "request_method")]
+        request_headers: Option<String>,
     },
     /// Read a password from stdin and print its argon2id PHC string.
     HashPassword,
@@ -139,11 +149,17 @@ pub fn main(cli: Cli) -> ExitCode {
             token,
             claims,
             host,
+            origin,
+            request_method,
+            request_headers,
         } => {
             let request = explain::ExplainRequest {
                 method: &method,
                 target: &path,
                 host: host.as_deref(),
+                origin: origin.as_deref(),
+                request_method: request_method.as_deref(),
+                request_headers: request_headers.as_deref(),
             };
             explain::explain(&cli.config, &request, scopes, token, claims)
         }

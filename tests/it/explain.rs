@@ -109,3 +109,62 @@ async fn explain_predicts_the_status_the_gateway_answers_with() {
         mismatches.join("\n")
     );
 }
+
+/// `explain OPTIONS … --origin … --request-method …` predicts what the gateway answers a real
+/// preflight: the status and the `Access-Control-Allow-Origin` granted (or none).
+#[tokio::test]
+async fn explain_predicts_preflights_as_the_gateway_answers_them() {
+    let up = Upstream::start().await;
+    let yaml = format!(
+        "{}cors:\n  allow_origins: [\"https://app.test\"]\n  allow_methods: [GET, POST, DELETE]\n  allow_headers: [Authorization, Content-Type]\n",
+        fixture_yaml(&up.url())
+    );
+    let gw = Gateway::start(&yaml).await;
+    let grid = [
+        ("/api/x", "https://app.test", "GET", None),
+        ("/api/x", "https://app.test", "DELETE", Some("authorization")),
+        ("/api/x", "https://app.test", "PUT", None),
+        ("/api/x", "https://evil.test", "GET", None),
+        ("/api/x", "https://app.test", "GET", Some("x-custom")),
+        ("/internal/x", "https://app.test", "GET", None),
+        ("/nowhere", "https://app.test", "GET", None),
+        ("/login", "https://app.test", "POST", Some("content-type")),
+        ("/logout", "https://app.test", "GET", None),
+    ];
+    for (path, origin, method, headers) in grid {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.env_remove("PORTCULLIS_CONFIG")
+            .args(["explain", "-c"])
+            .arg(&gw.config_path)
+            .args(["OPTIONS", path, "--origin", origin, "--request-method", method]);
+        if let Some(headers) = headers {
+            cmd.args(["--request-headers", headers]);
+        }
+        let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
+        let decision = out.lines().find(|l| l.starts_with("decision:")).unwrap_or("");
+        let predicted: u16 = decision
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 3)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("{path} {origin} {method}: {out}"));
+        let predicted_origin = out
+            .lines()
+            .find_map(|l| l.strip_prefix("cors:     Access-Control-Allow-Origin: "))
+            .map(str::to_owned);
+        let mut request_headers = vec![
+            ("origin", origin),
+            ("access-control-request-method", method),
+        ];
+        if let Some(headers) = headers {
+            request_headers.push(("access-control-request-headers", headers));
+        }
+        let reply = gw.h1().call("OPTIONS", path, &request_headers, Bytes::new()).await;
+        let case = format!("{path} {origin} {method} {headers:?}:\n{out}");
+        assert_eq!(reply.status.as_u16(), predicted, "{case}");
+        assert_eq!(
+            reply.header("access-control-allow-origin").map(str::to_owned),
+            predicted_origin,
+            "{case}"
+        );
+    }
+}
