@@ -182,7 +182,13 @@ fn explain_preflight(
     let headers = request
         .request_headers
         .and_then(|h| http::HeaderValue::from_str(h).ok());
-    match decision::preflight(&routed.destination, policy, &origin, &asked, headers.as_ref()) {
+    match decision::preflight(
+        &routed.destination,
+        policy,
+        &origin,
+        &asked,
+        headers.as_ref(),
+    ) {
         Ok(allowed) => {
             println!("decision: 204 No Content (preflight answered by the gateway, not forwarded)");
             println!(

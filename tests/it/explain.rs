@@ -122,7 +122,12 @@ async fn explain_predicts_preflights_as_the_gateway_answers_them() {
     let gw = Gateway::start(&yaml).await;
     let grid = [
         ("/api/x", "https://app.test", "GET", None),
-        ("/api/x", "https://app.test", "DELETE", Some("authorization")),
+        (
+            "/api/x",
+            "https://app.test",
+            "DELETE",
+            Some("authorization"),
+        ),
         ("/api/x", "https://app.test", "PUT", None),
         ("/api/x", "https://evil.test", "GET", None),
         ("/api/x", "https://app.test", "GET", Some("x-custom")),
@@ -136,12 +141,22 @@ async fn explain_predicts_preflights_as_the_gateway_answers_them() {
         cmd.env_remove("PORTCULLIS_CONFIG")
             .args(["explain", "-c"])
             .arg(&gw.config_path)
-            .args(["OPTIONS", path, "--origin", origin, "--request-method", method]);
+            .args([
+                "OPTIONS",
+                path,
+                "--origin",
+                origin,
+                "--request-method",
+                method,
+            ]);
         if let Some(headers) = headers {
             cmd.args(["--request-headers", headers]);
         }
         let out = String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned();
-        let decision = out.lines().find(|l| l.starts_with("decision:")).unwrap_or("");
+        let decision = out
+            .lines()
+            .find(|l| l.starts_with("decision:"))
+            .unwrap_or("");
         let predicted: u16 = decision
             .split(|c: char| !c.is_ascii_digit())
             .find(|w| w.len() == 3)
@@ -158,11 +173,16 @@ async fn explain_predicts_preflights_as_the_gateway_answers_them() {
         if let Some(headers) = headers {
             request_headers.push(("access-control-request-headers", headers));
         }
-        let reply = gw.h1().call("OPTIONS", path, &request_headers, Bytes::new()).await;
+        let reply = gw
+            .h1()
+            .call("OPTIONS", path, &request_headers, Bytes::new())
+            .await;
         let case = format!("{path} {origin} {method} {headers:?}:\n{out}");
         assert_eq!(reply.status.as_u16(), predicted, "{case}");
         assert_eq!(
-            reply.header("access-control-allow-origin").map(str::to_owned),
+            reply
+                .header("access-control-allow-origin")
+                .map(str::to_owned),
             predicted_origin,
             "{case}"
         );

@@ -10,6 +10,7 @@ use crate::refresh::{login_pair, post_form, refresh};
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use http::StatusCode;
 
 fn fleet_config(up: &str, redis: &str, grace: &str, extra_state: &str) -> String {
@@ -508,4 +509,53 @@ async fn route_rate_limits_are_shared_by_the_fleet() {
     // Redis down: each replica goes on counting alone (nothing waits, nothing fails).
     drop(redis);
     assert_eq!(get(&a, &other).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_fleet_reaches_redis_over_tls_verified_against_its_ca() {
+    let up = Upstream::start().await;
+    let server_pki = TestPki::new();
+    let Some(redis) = RedisServer::start_tls(&server_pki.cert_path, &server_pki.key_path) else {
+        return;
+    };
+    let ca_path = server_pki.dir.path().join("redis-ca.pem");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(server_pki.ca_der.as_ref());
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    std::fs::write(
+        &ca_path,
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        ),
+    )
+    .unwrap();
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let yaml = fleet_config(
+        &up.url(),
+        &url,
+        "0s",
+        &format!(", ca: \"{}\"", ca_path.display()),
+    );
+    let (a, b) = (replica(&yaml).await, replica(&yaml).await);
+    let token = a.h1().token("bob", "secret123").await;
+    assert_eq!(logout(&a.h1(), &token).await.status, StatusCode::NO_CONTENT);
+    until_refused(&b.h1(), &token, Duration::from_secs(2)).await;
+    // Without the CA the server's certificate is not trusted: never connected, logins 503.
+    let untrusted = fleet_config(&up.url(), &url, "0s", "");
+    let c = Gateway::start(&untrusted).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = c
+        .shared
+        .fleet
+        .status(portcullis::clock::unix_now())
+        .unwrap();
+    assert!(!status.connected, "{status:?}");
+    assert_eq!(
+        c.h1().login("bob", "secret123").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// `(certificate, key)` PEM files: serve TLS only (`rediss://`).
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -38,7 +40,16 @@ impl RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             child: None,
+            tls: None,
         };
+        server.restart();
+        Some(server)
+    }
+
+    /// One serving TLS only, with this certificate and key (PEM files).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Option<RedisServer> {
+        let mut server = RedisServer::start()?;
+        server.tls = Some((cert.to_owned(), key.to_owned()));
         server.restart();
         Some(server)
     }
@@ -59,8 +70,18 @@ impl RedisServer {
     /// Start it again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "yes", "--loglevel", "warning"])
             .stdout(Stdio::null())
@@ -69,10 +90,18 @@ impl RedisServer {
             .expect("spawn redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.command(&["PING"]).as_deref() != Some("PONG") {
+        while !self.answers() {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether it accepts connections (and, in plain mode, answers PING).
+    fn answers(&self) -> bool {
+        if self.tls.is_some() {
+            return std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+        }
+        self.command(&["PING"]).as_deref() == Some("PONG")
     }
 
     /// Run one command with a plain RESP client; the first line of the answer without its
