@@ -25,12 +25,14 @@ const MAX_FOLLOWED: usize = 10_000;
 /// Callers this replica has let through recently, and how many since the last sync.
 #[derive(Debug, Default)]
 pub struct RateOutbox {
-    pending: DashMap<[u8; 16], Pending>,
+    /// By this process's key (a cheap keyed hash); the fleet's key (a digest) is computed once,
+    /// when a caller is first followed.
+    pending: DashMap<u64, Pending>,
 }
 
 #[derive(Debug)]
 struct Pending {
-    local_key: u64,
+    fleet_key: [u8; 16],
     interval_nanos: u64,
     arrivals: AtomicU32,
 }
@@ -38,8 +40,8 @@ struct Pending {
 impl RateOutbox {
     /// Note one request of `caller` let through on `route` under `limit`.
     pub fn note(&self, limits: &RateLimits, route: &str, caller: Caller<'_>, limit: &RateLimit) {
-        let fleet_key = limits.fleet_key(route, caller);
-        if let Some(entry) = self.pending.get(&fleet_key) {
+        let local_key = limits.local_key(route, caller);
+        if let Some(entry) = self.pending.get(&local_key) {
             entry.arrivals.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -47,9 +49,9 @@ impl RateOutbox {
             return;
         }
         self.pending
-            .entry(fleet_key)
+            .entry(local_key)
             .or_insert_with(|| Pending {
-                local_key: limits.local_key(route, caller),
+                fleet_key: limits.fleet_key(route, caller),
                 interval_nanos: limit.interval_nanos(),
                 arrivals: AtomicU32::new(0),
             })
@@ -73,17 +75,12 @@ pub async fn sync_once(
     outbox: &RateOutbox,
     limits: &RateLimits,
 ) -> Result<(), super::redis_state::Unavailable> {
-    let batch: Vec<([u8; 16], u64, u64, u32)> = outbox
+    let batch: Vec<(u64, [u8; 16], u64, u32)> = outbox
         .pending
         .iter()
         .map(|entry| {
             let arrivals = entry.arrivals.swap(0, Ordering::Relaxed);
-            (
-                *entry.key(),
-                entry.local_key,
-                entry.interval_nanos,
-                arrivals,
-            )
+            (*entry.key(), entry.fleet_key, entry.interval_nanos, arrivals)
         })
         .collect();
     if batch.is_empty() {
@@ -91,7 +88,7 @@ pub async fn sync_once(
     }
     let requests: Vec<(String, u64, u32)> = batch
         .iter()
-        .map(|(key, _, interval, arrivals)| (state.rate_key(key), interval / 1000, *arrivals))
+        .map(|(_, key, interval, arrivals)| (state.rate_key(key), interval / 1000, *arrivals))
         .collect();
     let fleet_tats = match state.merge_rates(&requests).await {
         Ok(tats) => tats,
@@ -107,7 +104,7 @@ pub async fn sync_once(
     };
     let unix_micros = super::redis_state::unix_micros();
     let local_now = limits.now_nanos();
-    for ((key, local_key, _, _), fleet_tat) in batch.iter().zip(fleet_tats) {
+    for ((local_key, _, _, _), fleet_tat) in batch.iter().zip(fleet_tats) {
         if fleet_tat > unix_micros {
             let ahead = (fleet_tat - unix_micros).saturating_mul(1000);
             limits.raise(*local_key, local_now.saturating_add(ahead));
@@ -115,7 +112,7 @@ pub async fn sync_once(
             // Whole again here and in the fleet: stop following until it is used again.
             outbox
                 .pending
-                .remove_if(key, |_, p| p.arrivals.load(Ordering::Relaxed) == 0);
+                .remove_if(local_key, |_, p| p.arrivals.load(Ordering::Relaxed) == 0);
         }
     }
     Ok(())
