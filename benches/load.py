@@ -8,6 +8,10 @@ printed. Traffic goes to 127.0.0.1 only; every run is bounded in time.
     python3 benches/load.py [--rounds 5] [--duration 5] [--connections 64] [--workers 1]
                             [--login-flood]
 
+--rate-limit adds a phase: h1 throughput of the same route with and without a per-caller
+`rate_limit:` (set far above the load, so every request is counted and none refused), rounds
+interleaved, medians and their ratio.
+
 --login-flood adds a last phase: proxied h1 latency at a lighter load (16 connections) alone,
 then again while 200 connections keep a wrong-password login in flight each (h2load), with
 lockout out of the way so every attempt reaches the hash verifier (the worst case: an attacker
@@ -45,6 +49,8 @@ def gateway_config(port, admin, upstream_port, hash_, lockout):
         routes.append(f"  - {{ id: svc{i}-read, path: /svc{i}/items/**, methods: [GET], upstream: app, scopes: [read:items] }}")
     routes.append("  - { id: items-write, path: /items/**, methods: [POST, PUT, PATCH], upstream: app, scopes: [write:items] }")
     routes.append("  - { id: items-read, path: /items/**, upstream: app, scopes: [read:items] }")
+    # The same route under a per-caller limit no load here reaches: what counting costs.
+    routes.append("  - { id: limited-read, path: /limited/**, upstream: app, scopes: [read:items], rate_limit: { requests: 1000000000, per: 1s } }")
     return f"""listen: 127.0.0.1:{port}
 admin: 127.0.0.1:{admin}
 tokens:
@@ -96,6 +102,7 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--workers", type=int, default=1, help="serving threads for gateway and pass-through")
     ap.add_argument("--login-flood", action="store_true", help="also measure proxied latency under a login flood")
+    ap.add_argument("--rate-limit", action="store_true", help="also compare a rate-limited route with the same route unlimited")
     args = ap.parse_args()
     for tool in ("wrk", "h2load", "curl"):
         if not shutil.which(tool):
@@ -171,6 +178,8 @@ def main():
               f"after load: gateway {loaded['gateway']}, pass-through {loaded['passthrough']}")
         bad = sum(row["non2xx"] for row in g1)
         print(f"gateway non-2xx responses (h1): {bad}")
+        if args.rate_limit:
+            rate_limit_cost(args, gw_port, auth)
         if args.login_flood:
             login_flood(args, gw, gw_port, auth, tmp)
     finally:
@@ -182,6 +191,23 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rate_limit_cost(args, gw_port, auth):
+    urls = {"unlimited": f"https://127.0.0.1:{gw_port}/items/42",
+            "rate-limited": f"https://127.0.0.1:{gw_port}/limited/42"}
+    rows = {name: [] for name in urls}
+    for r in range(args.rounds):
+        order = list(urls.items()) if r % 2 == 0 else list(reversed(urls.items()))
+        for name, url in order:
+            out = run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-H", auth, url]).stdout
+            rows[name].append(parse_wrk(out))
+    med = lambda name, key: statistics.median(row[key] for row in rows[name])
+    print(f"\nrate limit cost, h1, {args.rounds} interleaved rounds x {args.duration}s:")
+    for name in urls:
+        print(f"  {name:<13} {med(name, 'rps'):>10.0f} req/s  p50 {med(name, 'p50'):.2f} ms  p99 {med(name, 'p99'):.2f} ms  "
+              f"rounds {[round(row['rps']) for row in rows[name]]}  non-2xx {sum(row['non2xx'] for row in rows[name])}")
+    print(f"  rate-limited / unlimited throughput {med('rate-limited', 'rps') / med('unlimited', 'rps'):.3f}")
 
 
 def login_flood(args, gw, gw_port, auth, tmp):
