@@ -80,7 +80,12 @@ pub async fn sync_once(
         .iter()
         .map(|entry| {
             let arrivals = entry.arrivals.swap(0, Ordering::Relaxed);
-            (*entry.key(), entry.fleet_key, entry.interval_nanos, arrivals)
+            (
+                *entry.key(),
+                entry.fleet_key,
+                entry.interval_nanos,
+                arrivals,
+            )
         })
         .collect();
     if batch.is_empty() {

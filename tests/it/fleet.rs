@@ -297,6 +297,27 @@ async fn with_redis_down_each_endpoint_does_what_it_was_told_and_recovers() {
         .status(portcullis::clock::unix_now())
         .unwrap();
     assert!(status.last_error.is_some(), "{status:?}");
+    // The admin listener says so: still ready (requests are checked against the local copy),
+    // the state unavailable, the copy's age; the metrics too.
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    tokio::spawn(portcullis::server::admin::serve(admin, b.shared.clone()));
+    let readyz = admin_get(admin_addr, "/readyz").await;
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    assert!(
+        readyz.contains(&format!("state redis {}: unavailable", redis.url())),
+        "{readyz}"
+    );
+    assert!(readyz.contains("revocations synced"), "{readyz}");
+    let metrics = admin_get(admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("portcullis_state_redis_connected 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_state_revocations_age_seconds "),
+        "{metrics}"
+    );
 
     // Redis returns (empty: no persistence here); replicas reconnect and work again.
     redis.restart();
@@ -308,6 +329,11 @@ async fn with_redis_down_each_endpoint_does_what_it_was_told_and_recovers() {
         StatusCode::NO_CONTENT
     );
     until_refused(&a.h1(), &access(&fresh), Duration::from_secs(2)).await;
+    let metrics = admin_get(admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("portcullis_state_redis_connected 1"),
+        "{metrics}"
+    );
     // What the local copies held is still refused.
     assert_eq!(
         a.h1().get_with_token("/read/x", &revoked).await.status,
@@ -558,4 +584,14 @@ async fn a_fleet_reaches_redis_over_tls_verified_against_its_ca() {
         c.h1().login("bob", "secret123").await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+async fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
 }
