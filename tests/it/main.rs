@@ -31,6 +31,7 @@ mod schema;
 mod smoke;
 mod smuggling;
 mod threats;
+mod tls_resumption;
 mod tokens;
 mod trace;
 mod upstream_tls;

@@ -15,6 +15,11 @@ pub struct TlsFile {
     /// PEM private key (`${VAR}` allowed).
     #[schemars(with = "String")]
     pub key: Spanned<String>,
+    /// A file of 32 to 4096 random bytes (e.g. `openssl rand 80`) that session ticket keys
+    /// are derived from; every replica given the same file resumes the others' sessions.
+    /// Omitted: random keys per process (`${VAR}` allowed).
+    #[schemars(with = "Option<String>")]
+    pub session_ticket_key: Option<Spanned<String>>,
 }
 
 /// `upstreams.<name>.tls:` — how the gateway verifies an `https://` upstream and, for mutual
