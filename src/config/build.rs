@@ -8,6 +8,7 @@ mod issuers;
 mod policy;
 mod routes;
 mod tokens;
+mod trace;
 mod upstreams;
 pub(super) use tokens::ring_states;
 
@@ -146,6 +147,7 @@ impl Builder {
                 }
             },
         };
+        let otlp = self.otlp(&raw.trace)?;
         let vocabulary = self.vocabulary(&raw.scopes)?;
         let users = self.users(&raw, &vocabulary, &mut files, &mut digest_input)?;
         if let Some(paths) = &tls {
@@ -225,6 +227,7 @@ impl Builder {
             generated_keys: tokens.generated_keys,
             login,
             log_format,
+            otlp,
             vocabulary,
             users,
             upstreams,

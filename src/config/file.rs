@@ -12,8 +12,10 @@ pub use serde_saphyr::{Location, Spanned};
 
 mod policy;
 mod tls;
+mod trace;
 pub use policy::{ClaimConditionFile, CorsFile, ScalarSchema};
 pub use tls::{TlsFile, UpstreamTlsFile};
+pub use trace::{OtlpFile, TraceFile};
 
 /// Budget against YAML bombs: far above any real gateway config, far below a memory problem.
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
@@ -46,6 +48,9 @@ pub struct GatewayFile {
     /// Access-log format.
     #[serde(default)]
     pub log: LogFile,
+    /// Span export (OTLP); trace context is propagated without it.
+    #[serde(default)]
+    pub trace: TraceFile,
     /// The scope vocabulary: name → description or `{ description, implies }`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, ScopeFile>")]

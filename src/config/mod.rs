@@ -146,6 +146,20 @@ impl fmt::Debug for TicketSecret {
     }
 }
 
+/// `trace.otlp`: one span per request, exported to an OpenTelemetry collector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpSettings {
+    /// An `http://` URL with an authority and a path.
+    pub endpoint: http::Uri,
+    pub service_name: String,
+    /// Share of new traces exported (a caller's `traceparent` decides by its flag).
+    pub sample_ratio: f64,
+    pub timeout: Duration,
+    pub max_batch: usize,
+    pub max_queue: usize,
+    pub flush_interval: Duration,
+}
+
 /// `POST /login` (and `/logout`) settings.
 #[derive(Debug, Clone)]
 pub struct LoginSettings {
@@ -249,6 +263,8 @@ pub struct Config {
     pub generated_keys: Vec<String>,
     pub login: LoginSettings,
     pub log_format: LogFormat,
+    /// `trace.otlp`: `None` unless configured (and refused in a build without `otlp`).
+    pub otlp: Option<OtlpSettings>,
     pub vocabulary: Vocabulary,
     pub users: HashMap<String, User>,
     pub upstreams: HashMap<String, Upstream>,
