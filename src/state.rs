@@ -19,6 +19,7 @@ use crate::auth::token_cache::TokenCache;
 use crate::config::Config;
 use crate::issuers::IssuerKeyStore;
 use crate::ops::metrics::Metrics;
+use crate::ops::span::SpanSink;
 use crate::tls::{self, TlsError};
 
 /// Upper bound on tracked lockout keys, per table (usernames; addresses).
@@ -83,6 +84,8 @@ pub struct Shared {
     pub rate_limits: RateLimits,
     pub passwords: PasswordVerifier,
     pub metrics: Metrics,
+    /// Where request spans go (`trace.otlp`; read at start, a reload does not change it).
+    pub spans: SpanSink,
     /// External issuers' fetched keys; outlives reloads (unchanged issuers keep theirs).
     pub issuer_keys: IssuerKeyStore,
     ready: AtomicBool,
@@ -98,8 +101,9 @@ impl Shared {
             .map(|n| n.get())
             .unwrap_or(1);
         let policy = first.config.login.lockout;
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
         metrics.config_loaded(first.generation, &first.config.digest);
+        let spans = SpanSink::start(first.config.otlp.as_ref(), &mut metrics);
         let retirements = Mutex::new(HashMap::new());
         note_retirements(&retirements, first.keys.ring());
         let issuer_keys = IssuerKeyStore::default();
@@ -115,6 +119,7 @@ impl Shared {
             rate_limits: RateLimits::new(MAX_RATE_LIMIT_KEYS, crate::config::DEFAULT_IPV6_PREFIX),
             passwords: PasswordVerifier::new(cores, cores * 4),
             metrics,
+            spans,
             ready: AtomicBool::new(true),
         })
     }

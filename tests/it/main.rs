@@ -21,6 +21,7 @@ mod keys;
 mod limits;
 mod login;
 mod ops;
+mod otlp;
 mod paths;
 mod proxy;
 mod rate_limits;
