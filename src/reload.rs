@@ -130,6 +130,10 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
     if old.state != new.state {
         tracing::warn!("state changed: takes effect after a restart");
     }
+    if old.otlp != new.otlp {
+        // The export thread and its queue are made once, with the first config.
+        tracing::warn!("trace.otlp changed: takes effect after a restart");
+    }
     if old.log_format != new.log_format {
         // The log writer is set up once, before the first line; lines already queued in the
         // old format would otherwise mix with new ones.

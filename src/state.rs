@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::issuers::IssuerKeyStore;
 use crate::ops::metrics::Metrics;
+use crate::ops::span::SpanSink;
 use crate::tls::{self, TlsError};
 
 /// Upper bound on tracked lockout keys, per table (usernames; addresses).
@@ -84,6 +85,8 @@ pub struct Shared {
     pub rate_limits: RateLimits,
     pub passwords: PasswordVerifier,
     pub metrics: Metrics,
+    /// Where request spans go (`trace.otlp`; read at start, a reload does not change it).
+    pub spans: SpanSink,
     /// External issuers' fetched keys; outlives reloads (unchanged issuers keep theirs).
     pub issuer_keys: IssuerKeyStore,
     /// Refresh families, and where revocations and lockouts are shared (`state:`, fixed at
@@ -102,8 +105,9 @@ impl Shared {
             .map(|n| n.get())
             .unwrap_or(1);
         let policy = first.config.login.lockout;
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
         metrics.config_loaded(first.generation, &first.config.digest);
+        let spans = SpanSink::start(first.config.otlp.as_ref(), &mut metrics);
         let retirements = Mutex::new(HashMap::new());
         note_retirements(&retirements, first.keys.ring());
         let issuer_keys = IssuerKeyStore::default();
@@ -123,6 +127,7 @@ impl Shared {
             rate_limits: RateLimits::new(MAX_RATE_LIMIT_KEYS, crate::config::DEFAULT_IPV6_PREFIX),
             passwords: PasswordVerifier::new(cores, cores * 4),
             metrics,
+            spans,
             ready: AtomicBool::new(true),
         })
     }

@@ -107,11 +107,17 @@ enum Command {
     },
 }
 
-/// `--version`: the crate version and what it was built with. The crate defines no cargo
-/// features yet; when it does, list the enabled ones here (`cfg!(feature = …)`).
+/// `--version`: the crate version and what it was built with, the enabled cargo features
+/// included.
+#[cfg(not(feature = "otlp"))]
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (cargo features: none; TLS: rustls with ring)"
+);
+#[cfg(feature = "otlp")]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (cargo features: otlp; TLS: rustls with ring)"
 );
 
 /// How `portcullis test` reports.

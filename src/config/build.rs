@@ -9,6 +9,7 @@ mod policy;
 mod routes;
 mod state;
 mod tokens;
+mod trace;
 mod upstreams;
 pub(super) use tokens::ring_states;
 
@@ -117,6 +118,11 @@ impl Builder {
             Some(t) => Some(TlsPaths {
                 cert: self.resolve(&self.string(&t.cert, "tls.cert")?),
                 key: self.resolve(&self.string(&t.key, "tls.key")?),
+                session_ticket_key: t
+                    .session_ticket_key
+                    .as_ref()
+                    .map(|v| self.ticket_key(v))
+                    .transpose()?,
             }),
         };
         let trusted_proxies = raw
@@ -149,6 +155,7 @@ impl Builder {
                 }
             },
         };
+        let otlp = self.otlp(&raw.trace)?;
         let vocabulary = self.vocabulary(&raw.scopes)?;
         let users = self.users(&raw, &vocabulary, &mut files, &mut digest_input)?;
         if let Some(paths) = &tls {
@@ -159,6 +166,11 @@ impl Builder {
                     digest_input.push_str(&digest_hex_bytes(&bytes));
                 }
                 files.push(file.clone());
+            }
+            // So does the ticket key file: new bytes, new keys.
+            if let Some(ticket_key) = &paths.session_ticket_key {
+                digest_input.push_str(&digest_hex_bytes(ticket_key.secret.bytes()));
+                files.push(ticket_key.path.clone());
             }
         }
         let upstreams = self.upstreams(
@@ -223,6 +235,7 @@ impl Builder {
             generated_keys: tokens.generated_keys,
             login,
             log_format,
+            otlp,
             vocabulary,
             users,
             upstreams,
@@ -233,6 +246,28 @@ impl Builder {
             refresh,
             state,
             digest: digest_hex(&digest_input),
+        })
+    }
+
+    /// Read `tls.session_ticket_key`: at least [`MIN_TICKET_SECRET_BYTES`], used as they are.
+    fn ticket_key(&self, value: &Spanned<String>) -> Result<TicketKeyFile, ConfigError> {
+        let key = "tls.session_ticket_key";
+        let path = self.resolve(&self.string(value, key)?);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| self.at(value, format!("{key}: cannot read {}: {e}", path.display())))?;
+        if !(MIN_TICKET_SECRET_BYTES..=MAX_TICKET_SECRET_BYTES).contains(&bytes.len()) {
+            return Err(self.at(
+                value,
+                format!(
+                    "{key}: {} holds {} bytes; it must hold {MIN_TICKET_SECRET_BYTES} to {MAX_TICKET_SECRET_BYTES} random bytes (e.g. `openssl rand 80 > FILE`)",
+                    path.display(),
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(TicketKeyFile {
+            path,
+            secret: TicketSecret::new(bytes),
         })
     }
 

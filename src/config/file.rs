@@ -12,8 +12,12 @@ pub use serde_saphyr::{Location, Spanned};
 
 mod policy;
 mod state;
+mod tls;
+mod trace;
 pub use policy::{ClaimConditionFile, CorsFile, ScalarSchema};
 pub use state::{LockoutFile, LoginFile, OnUnavailableFile, RedisFile, RefreshFile, StateFile};
+pub use tls::{TlsFile, UpstreamTlsFile};
+pub use trace::{OtlpFile, TraceFile};
 
 /// Budget against YAML bombs: far above any real gateway config, far below a memory problem.
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
@@ -46,6 +50,9 @@ pub struct GatewayFile {
     /// Access-log format.
     #[serde(default)]
     pub log: LogFile,
+    /// Span export (OTLP); trace context is propagated without it.
+    #[serde(default)]
+    pub trace: TraceFile,
     /// The scope vocabulary: name → description or `{ description, implies }`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, ScopeFile>")]
@@ -85,18 +92,6 @@ pub struct GatewayFile {
     /// default) or a Redis shared by a fleet; read at start only.
     #[serde(default)]
     pub state: StateFile,
-}
-
-/// `tls:` — PEM certificate chain and private key.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFile {
-    /// PEM certificate chain (`${VAR}` allowed).
-    #[schemars(with = "String")]
-    pub cert: Spanned<String>,
-    /// PEM private key (`${VAR}` allowed).
-    #[schemars(with = "String")]
-    pub key: Spanned<String>,
 }
 
 /// `limits:` — every field optional; defaults live in the domain layer.
@@ -354,27 +349,6 @@ pub struct UpstreamFull {
     /// TLS settings of an `https://` upstream (certificates are always verified).
     #[schemars(with = "Option<UpstreamTlsFile>")]
     pub tls: Option<Spanned<UpstreamTlsFile>>,
-}
-
-/// `upstreams.<name>.tls:` — how the gateway verifies an `https://` upstream and, for mutual
-/// TLS, which certificate it presents. There is no switch to skip verification.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTlsFile {
-    /// PEM bundle of CA certificates trusted for this upstream, replacing the system roots
-    /// (`${VAR}` allowed; relative to this file).
-    #[schemars(with = "Option<String>")]
-    pub ca: Option<Spanned<String>>,
-    /// Name sent as SNI and verified in the upstream's certificate (DNS name or IP address;
-    /// default: the URL's host).
-    #[schemars(with = "Option<String>")]
-    pub server_name: Option<Spanned<String>>,
-    /// PEM certificate chain presented to the upstream (mutual TLS; needs `client_key`).
-    #[schemars(with = "Option<String>")]
-    pub client_cert: Option<Spanned<String>>,
-    /// PEM private key of `client_cert`.
-    #[schemars(with = "Option<String>")]
-    pub client_key: Option<Spanned<String>>,
 }
 
 /// One entry of `routes:`.

@@ -110,6 +110,55 @@ impl Default for Limits {
 pub struct TlsPaths {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// `tls.session_ticket_key`: session ticket keys are derived from it.
+    pub session_ticket_key: Option<TicketKeyFile>,
+}
+
+/// A `tls.session_ticket_key` file, read when the config is built (so `check` reports a
+/// missing or short one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketKeyFile {
+    pub path: PathBuf,
+    pub secret: TicketSecret,
+}
+
+/// Fewest bytes a `tls.session_ticket_key` file may hold: 256 bits.
+pub const MIN_TICKET_SECRET_BYTES: usize = 32;
+/// Most: a larger file is not a key file (a certificate bundle, a log).
+pub const MAX_TICKET_SECRET_BYTES: usize = 4096;
+
+/// The bytes of a `tls.session_ticket_key` file, as they are. Its `Debug` form hides them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TicketSecret(Arc<[u8]>);
+
+impl TicketSecret {
+    pub fn new(bytes: Vec<u8>) -> TicketSecret {
+        TicketSecret(bytes.into())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TicketSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TicketSecret({} bytes)", self.0.len())
+    }
+}
+
+/// `trace.otlp`: one span per request, exported to an OpenTelemetry collector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpSettings {
+    /// An `http://` URL with an authority and a path.
+    pub endpoint: http::Uri,
+    pub service_name: String,
+    /// Share of new traces exported (a caller's `traceparent` decides by its flag).
+    pub sample_ratio: f64,
+    pub timeout: Duration,
+    pub max_batch: usize,
+    pub max_queue: usize,
+    pub flush_interval: Duration,
 }
 
 /// `POST /login` (and `/logout`) settings.
@@ -215,6 +264,8 @@ pub struct Config {
     pub generated_keys: Vec<String>,
     pub login: LoginSettings,
     pub log_format: LogFormat,
+    /// `trace.otlp`: `None` unless configured (and refused in a build without `otlp`).
+    pub otlp: Option<OtlpSettings>,
     pub vocabulary: Vocabulary,
     pub users: HashMap<String, User>,
     pub upstreams: HashMap<String, Upstream>,

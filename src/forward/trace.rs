@@ -60,6 +60,29 @@ impl TraceContext {
         self.parent_id.is_some()
     }
 
+    /// The caller's span id, when it sent a valid `traceparent`.
+    pub fn parent_id(&self) -> Option<&str> {
+        self.parent_id
+            .as_ref()
+            .and_then(|id| std::str::from_utf8(id).ok())
+    }
+
+    /// Whether the sampled flag is set: the caller's, or this gateway's for a new trace.
+    pub fn sampled(&self) -> bool {
+        matches!(
+            self.flags[1],
+            b'1' | b'3' | b'5' | b'7' | b'9' | b'b' | b'd' | b'f'
+        )
+    }
+
+    /// Record this gateway's sampling decision for a trace it started (a caller's flags are
+    /// its own and stay as they came).
+    pub fn set_sampled(&mut self, sampled: bool) {
+        if !self.continued() {
+            self.flags = if sampled { *b"01" } else { *b"00" };
+        }
+    }
+
     /// `traceparent` for the upstream: this trace, this hop's span.
     pub fn traceparent(&self) -> HeaderValue {
         let mut value = [0u8; TRACEPARENT_LEN];
@@ -202,6 +225,23 @@ mod tests {
         // A later version with extra fields is read by its version-00 prefix.
         let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abcd";
         assert!(TraceContext::for_request(&with(&[future])).continued());
+    }
+
+    #[test]
+    fn the_sampled_flag_is_the_callers_or_the_gateways_own_for_a_new_trace() {
+        let mut continued = TraceContext::for_request(&with(&[PARENT]));
+        assert!(continued.sampled());
+        assert_eq!(continued.parent_id(), Some("00f067aa0ba902b7"));
+        continued.set_sampled(false);
+        assert!(continued.sampled(), "the caller's flag stays");
+        let unsampled = PARENT.replace("-01", "-00");
+        assert!(!TraceContext::for_request(&with(&[&unsampled])).sampled());
+        let mut new = TraceContext::for_request(&HeaderMap::new());
+        assert!(!new.sampled());
+        assert_eq!(new.parent_id(), None);
+        new.set_sampled(true);
+        assert!(new.sampled());
+        assert!(new.traceparent().to_str().expect("ascii").ends_with("-01"));
     }
 
     #[test]

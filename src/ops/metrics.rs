@@ -264,6 +264,16 @@ impl Metrics {
             .set(1);
     }
 
+    /// Register a metric an optional component keeps itself (e.g. the OTLP exporter's).
+    pub fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry.register(name, help, metric);
+    }
+
     /// Render in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -15,6 +15,7 @@ use crate::conn::tunnel::TunnelSlot;
 use crate::error::Failure;
 use crate::forward::trace::TraceContext;
 use crate::ops::access_log::AccessRecord;
+use crate::ops::span::{Phases, SpanFields};
 use crate::policy::cors::CorsPolicy;
 
 /// Where a request came from.
@@ -124,6 +125,8 @@ pub struct RequestCtx<'s> {
     pub upstream_latency: Option<Duration>,
     /// This hop of the request's W3C trace (continued or new).
     pub trace: TraceContext,
+    /// When the request reached each phase its span records (empty without `otlp`).
+    pub phases: Phases,
     /// `resource_metadata="…"` for the challenge of a refused request (RFC 9728 §5.1).
     pub resource_metadata: Option<String>,
     /// Every answer, failures included, must be uncacheable (the token endpoint, RFC 6749
@@ -156,6 +159,7 @@ impl RequestCtx<'_> {
             decision: Decision::Reject,
             upstream_latency: None,
             trace: TraceContext::for_request(request.headers()),
+            phases: Phases::start(),
             resource_metadata: None,
             no_store: false,
             origin: None,
@@ -168,6 +172,25 @@ impl RequestCtx<'_> {
         match &self.identity {
             Some(identity) => &identity.token.subject,
             None => &self.login_user,
+        }
+    }
+
+    /// What this request's span says, answered with `status`; `route_pattern` is the
+    /// matched route's pattern (empty when none matched).
+    pub fn span_fields<'a>(&'a self, status: StatusCode, route_pattern: &'a str) -> SpanFields<'a> {
+        SpanFields {
+            trace_id: self.trace.trace_id(),
+            span_id: self.trace.span_id(),
+            parent_span_id: self.trace.parent_id(),
+            method: self.method.as_str(),
+            path: &self.path,
+            route: self.route,
+            route_pattern,
+            decision: self.decision.label(),
+            user: self.user(),
+            client: self.peer.ip(),
+            status: status.as_u16(),
+            request_id: self.request_id.to_str().unwrap_or(""),
         }
     }
 

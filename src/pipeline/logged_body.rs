@@ -17,6 +17,7 @@ use crate::auth::bearer::Identity;
 use crate::body::ResponseBody;
 use crate::forward::trace::TraceContext;
 use crate::ops::access_log::AccessRecord;
+use crate::ops::span::RequestSpan;
 use crate::pipeline::context::{Decision, RequestCtx};
 use crate::state::Snapshot;
 
@@ -46,6 +47,8 @@ struct PendingLog {
     bytes_out: u64,
     started: Instant,
     head: Duration,
+    /// The request's span, ended with the line (`None` when not exported).
+    span: Option<RequestSpan>,
 }
 
 impl LoggedBody {
@@ -84,6 +87,7 @@ impl LoggedBody {
             bytes_out: 0,
             started,
             head,
+            span: None,
         };
         LoggedBody {
             inner,
@@ -91,9 +95,20 @@ impl LoggedBody {
         }
     }
 
+    /// End `span` when the deferred line is written.
+    pub fn with_span(mut self, span: Option<RequestSpan>) -> Self {
+        if let Some(pending) = &mut self.pending {
+            pending.span = span;
+        }
+        self
+    }
+
     fn finish(&mut self) {
-        if let Some(pending) = self.pending.take() {
+        if let Some(mut pending) = self.pending.take() {
             pending.write_line();
+            if let Some(span) = pending.span.take() {
+                span.end();
+            }
         }
     }
 }

@@ -34,6 +34,7 @@ use crate::clock::unix_now;
 use crate::error::{no_store, CorsRefusal, Failure, TokenError, RATELIMIT, RATELIMIT_POLICY};
 use crate::forward::headers::{self, REQUEST_ID};
 use crate::forward::request_body::{BodyLimits, GuardedBody};
+use crate::ops::span::Phase;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::decision::{self, Destination, Permit, Routed};
 use crate::policy::routes::{Access, Route};
@@ -54,6 +55,10 @@ pub async fn handle(
     let snapshot = shared.snapshot();
     let request_id = headers::request_id(request.headers());
     let mut ctx = RequestCtx::new(&request, conn.peer, request_id);
+    if shared.spans.enabled() && !ctx.trace.continued() {
+        // A caller's trace keeps the caller's sampling decision; a new one gets ours.
+        ctx.trace.set_sampled(shared.spans.sample_new_trace());
+    }
     let mut response = match pipeline(&shared, &snapshot, conn, request, &mut ctx).await {
         Ok(response) => response,
         Err(failure) => {
@@ -82,19 +87,37 @@ pub async fn handle(
     let known_size = http_body::Body::size_hint(response.body()).exact();
     let record = ctx.record(status, known_size, head, head);
     record.record_metrics(&shared.metrics);
+    let span = if shared.spans.enabled() && ctx.trace.sampled() {
+        let fields = ctx.span_fields(status, route_pattern(&snapshot, &ctx));
+        shared.spans.open(fields, &ctx.phases)
+    } else {
+        None
+    };
     let (parts, body) = response.into_parts();
     let streams = matches!(body, ResponseBody::Stream(_)) && !http_body::Body::is_end_stream(&body);
     let body = match ctx.route_index.filter(|_| streams) {
-        // The line waits for the last byte, so it tells how long the transfer took.
+        // The line (and the span) wait for the last byte, so they tell how long the transfer
+        // took.
         Some(index) => {
             LoggedBody::deferred(body, ctx, snapshot.clone(), index, status, started, head)
+                .with_span(span)
         }
         None => {
             record.write_line();
+            if let Some(span) = span {
+                span.end();
+            }
             LoggedBody::logged(body)
         }
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// The pattern of the route `ctx` was matched to, for the span's `http.route`.
+fn route_pattern<'s>(snapshot: &'s Snapshot, ctx: &RequestCtx<'_>) -> &'s str {
+    ctx.route_index
+        .and_then(|index| snapshot.config.routes.routes().get(index))
+        .map_or("", |route| route.pattern.as_str())
 }
 
 async fn pipeline<'s>(
@@ -155,10 +178,12 @@ async fn pipeline<'s>(
     };
     ctx.route = &route.id;
     if let Err(failure) = authorize(shared, snapshot, route, request.headers(), ctx).await {
+        ctx.phases.mark(Phase::Denied);
         // Tell the client where to learn what this resource accepts (RFC 9728 §5.1).
         ctx.resource_metadata = well_known::resource_metadata(&request, &route.pattern);
         return Err(failure);
     }
+    ctx.phases.mark(Phase::Authorized);
     let rate_headers = rate_limit::check(
         shared,
         snapshot,
@@ -194,6 +219,7 @@ async fn pipeline<'s>(
     let upstream_request =
         upstream::build_upstream_request(snapshot, &conn, upstream, request, ctx)?;
     let mut response = upstream::send(upstream, upstream_request, ctx).await?;
+    ctx.phases.mark(Phase::UpstreamHeaders);
     if let Some((policy, state)) = rate_headers {
         response.headers_mut().insert(RATELIMIT_POLICY, policy);
         response.headers_mut().insert(RATELIMIT, state);
@@ -221,6 +247,9 @@ async fn authorize(
     ctx: &mut RequestCtx<'_>,
 ) -> Result<Permit, Failure> {
     ctx.identity = authenticate_for(shared, snapshot, route, headers).await?;
+    if ctx.identity.is_some() {
+        ctx.phases.mark(Phase::Authenticated);
+    }
     // Set before deciding, so a refused caller is named in the log too.
     let granted = ctx.identity.as_ref().map(|identity| &identity.granted);
     let claims = ctx.identity.as_ref().map(|identity| &identity.token.claims);

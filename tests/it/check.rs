@@ -769,3 +769,16 @@ fn strict_with_several_warnings_still_prints_them_all() {
     assert!(warnings.contains("spare"), "{checked:?}");
     assert!(warnings.contains("delete"), "{checked:?}");
 }
+
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn trace_otlp_in_a_build_without_the_feature_is_an_error_saying_so() {
+    let n = clean_lines().len() + 1;
+    let yaml = format!(
+        "{}trace:\n  otlp: {{ endpoint: \"http://127.0.0.1:4318/v1/traces\" }}\n",
+        text(&clean_lines())
+    );
+    let checked = check(&yaml, &[]);
+    let line = assert_error_at(&checked, n as u64 + 1);
+    assert!(line.contains("lacks the `otlp` cargo feature"), "{line}");
+}

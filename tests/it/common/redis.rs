@@ -3,7 +3,6 @@
 //! the binary is missing, unless `PORTCULLIS_REQUIRE_REDIS=1` (as CI sets it) makes that a
 //! failure.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,13 +11,6 @@ pub struct RedisServer {
     child: Option<Child>,
     /// `(certificate, key)` PEM files: serve TLS only (`rediss://`).
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl RedisServer {
@@ -38,7 +30,7 @@ impl RedisServer {
             return None;
         }
         let mut server = RedisServer {
-            port: free_port(),
+            port: super::free_port(),
             child: None,
             tls: None,
         };

@@ -1,5 +1,9 @@
-//! TLS: PEM loading, the rustls `ServerConfig` (ALPN `h2` + `http/1.1`) and the development
-//! certificate used when `gateway.yaml` has no `tls:` section.
+//! TLS: PEM loading, the rustls `ServerConfig` (ALPN `h2` + `http/1.1`, session resumption
+//! from [`resumption`]) and the development certificate used when `gateway.yaml` has no
+//! `tls:` section.
+
+mod resumption;
+pub mod tickets;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +12,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsPaths;
+use crate::config::{TicketSecret, TlsPaths};
 
 /// A certificate or key that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +23,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("cannot generate the development certificate: {0}")]
     DevCert(#[from] rcgen::Error),
+    #[error(transparent)]
+    Tickets(#[from] tickets::NoTicketKey),
 }
 
 /// The protocols offered by ALPN, most preferred first.
@@ -28,7 +34,8 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(&paths.cert)?;
     let key = load_key(&paths.key)?;
-    build(certs, key)
+    let ticket_secret = paths.session_ticket_key.as_ref().map(|file| &file.secret);
+    build(certs, key, ticket_secret)
 }
 
 /// A self-signed certificate for `localhost` and `127.0.0.1`, for development only. Made
@@ -56,12 +63,13 @@ fn new_dev_server_config() -> Result<Arc<ServerConfig>, TlsError> {
             reason: reason.to_owned(),
         }
     })?;
-    build(vec![cert], key)
+    build(vec![cert], key, None)
 }
 
 fn build(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    ticket_secret: Option<&TicketSecret>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -69,6 +77,7 @@ fn build(
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    resumption::enable(&mut config, ticket_secret)?;
     // 0-RTT stays off (the default): a replayed login POST must be impossible.
     config.max_early_data_size = 0;
     Ok(Arc::new(config))
