@@ -12,9 +12,14 @@ use dashmap::DashMap;
 use crate::auth::bearer::Identity;
 
 /// Verified tokens of one config generation, keyed by the exact token text.
+///
+/// Hashed with foldhash (randomly seeded per process) rather than SipHash: every request
+/// hashes its whole token (hundreds of bytes) twice, once to pick the shard and once in it,
+/// and SipHash made that most of a cache hit's cost. The seed keeps lookups of chosen tokens
+/// from being steered into collisions.
 #[derive(Debug)]
 pub struct TokenCache {
-    entries: DashMap<Box<str>, Arc<Identity>>,
+    entries: DashMap<Box<str>, Arc<Identity>, foldhash::fast::RandomState>,
     max_entries: usize,
     leeway: u64,
 }
@@ -23,7 +28,7 @@ impl TokenCache {
     /// A cache of at most `max_entries` tokens; `leeway` as in validation.
     pub fn new(max_entries: usize, leeway: u64) -> Self {
         TokenCache {
-            entries: DashMap::new(),
+            entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             max_entries,
             leeway,
         }
