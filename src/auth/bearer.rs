@@ -184,8 +184,7 @@ fn current_user<'u>(
 fn token_digest(token: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(token.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::auth::hex(&digest))
 }
 
 /// RFC 6750 §2.1: exactly one `Authorization: Bearer <token68>`; the scheme is

@@ -341,10 +341,7 @@ pub fn derived_kid(alg: SigningAlgorithm, secret: &[u8]) -> String {
     h.update(alg.name().as_bytes());
     h.update(b"\0");
     h.update(secret);
-    h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::auth::hex(&h.finalize()[..8])
 }
 
 /// Whether `kid` is a key id we accept in configuration.

@@ -147,7 +147,7 @@ pub struct Lockouts {
 }
 
 /// Whole seconds, rounded up, at least 1: for a `Retry-After` header.
-fn retry_after(left: Duration) -> Duration {
+pub fn retry_after(left: Duration) -> Duration {
     let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
     Duration::from_secs(secs.max(1))
 }

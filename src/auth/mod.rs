@@ -24,6 +24,16 @@ pub mod user;
 /// share an entry without harm.
 pub const MAX_KEY_BYTES: usize = 256;
 
+/// Lowercase hex of `bytes` (digests in keys and kids).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
 /// `key` cut to at most [`MAX_KEY_BYTES`] on a character boundary.
 pub(crate) fn bounded(key: &str) -> &str {
     if key.len() <= MAX_KEY_BYTES {

@@ -14,6 +14,8 @@ use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
 
+use crate::auth::hex;
+
 /// Prefix that tells a refresh token from an access token (and from junk) at a glance, as
 /// GitHub's and Slack's token prefixes do for secret scanners.
 const PREFIX: &str = "prt_";
@@ -213,15 +215,6 @@ fn random<const N: usize>() -> [u8; N] {
         .fill(&mut bytes)
         .unwrap_or_else(|_| panic!("the system random number generator failed"));
     bytes
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(out, "{byte:02x}");
-    }
-    out
 }
 
 #[cfg(test)]

@@ -59,33 +59,19 @@ impl Revocations {
         per_subject: usize,
     ) -> Result<(), RevokeRefusal> {
         let jti = bounded(jti);
-        if let Some(mut at) = self.entries.get_mut(jti) {
-            *at = (*at).max(expires_at_unix);
+        if self.extend(jti, expires_at_unix) {
             return Ok(());
         }
-        if self.entries.len() >= self.max {
-            self.purge_throttled(now_unix);
-            if self.entries.len() >= self.max {
-                return Err(RevokeRefusal::TableFull);
-            }
-        }
+        self.room(now_unix)?;
         // Held while the entry is added, so concurrent logouts of one subject count right.
         let mut lapses = self
             .by_subject
             .entry(bounded(subject).to_owned())
             .or_default();
         lapses.retain(|lapse| now_unix < *lapse);
-        if lapses.len() >= per_subject {
-            let first = lapses.iter().min().copied().unwrap_or(now_unix);
-            return Err(RevokeRefusal::SubjectFull {
-                retry_after_secs: first.saturating_sub(now_unix).max(1),
-            });
-        }
+        allowance(&lapses, now_unix, per_subject)?;
         lapses.push(expires_at_unix.saturating_add(Self::GRACE_SECS));
-        self.entries
-            .entry(jti.to_owned())
-            .and_modify(|at| *at = (*at).max(expires_at_unix))
-            .or_insert(expires_at_unix);
+        self.store(jti, expires_at_unix);
         Ok(())
     }
 
@@ -97,23 +83,11 @@ impl Revocations {
         now_unix: u64,
         per_subject: usize,
     ) -> Result<(), RevokeRefusal> {
-        if self.entries.len() >= self.max {
-            self.purge_throttled(now_unix);
-            if self.entries.len() >= self.max {
-                return Err(RevokeRefusal::TableFull);
-            }
+        self.room(now_unix)?;
+        match self.by_subject.get(bounded(subject)) {
+            Some(lapses) => allowance(&lapses, now_unix, per_subject),
+            None => Ok(()),
         }
-        let Some(lapses) = self.by_subject.get(bounded(subject)) else {
-            return Ok(());
-        };
-        let live: Vec<u64> = lapses.iter().copied().filter(|l| now_unix < *l).collect();
-        if live.len() >= per_subject {
-            let first = live.iter().min().copied().unwrap_or(now_unix);
-            return Err(RevokeRefusal::SubjectFull {
-                retry_after_secs: first.saturating_sub(now_unix).max(1),
-            });
-        }
-        Ok(())
     }
 
     /// Record a revocation made elsewhere (another replica, or a refresh family ending): no
@@ -121,21 +95,43 @@ impl Revocations {
     /// `false` when the table is full of live entries and it could not be kept.
     pub fn insert(&self, jti: &str, expires_at_unix: u64, now_unix: u64) -> bool {
         let jti = bounded(jti);
-        if let Some(mut at) = self.entries.get_mut(jti) {
-            *at = (*at).max(expires_at_unix);
+        if self.extend(jti, expires_at_unix) {
             return true;
         }
+        if self.room(now_unix).is_err() {
+            return false;
+        }
+        self.store(jti, expires_at_unix);
+        true
+    }
+
+    /// Move an existing entry's expiry forward; `false` when `jti` has none.
+    fn extend(&self, jti: &str, expires_at_unix: u64) -> bool {
+        match self.entries.get_mut(jti) {
+            Some(mut at) => {
+                *at = (*at).max(expires_at_unix);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Room for a new entry, after a (throttled) purge if the table is full.
+    fn room(&self, now_unix: u64) -> Result<(), RevokeRefusal> {
         if self.entries.len() >= self.max {
             self.purge_throttled(now_unix);
             if self.entries.len() >= self.max {
-                return false;
+                return Err(RevokeRefusal::TableFull);
             }
         }
+        Ok(())
+    }
+
+    fn store(&self, jti: &str, expires_at_unix: u64) {
         self.entries
             .entry(jti.to_owned())
             .and_modify(|at| *at = (*at).max(expires_at_unix))
             .or_insert(expires_at_unix);
-        true
     }
 
     pub fn is_revoked(&self, jti: &str, now_unix: u64) -> bool {
@@ -174,6 +170,19 @@ impl Revocations {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// A subject whose live revocations (`lapses` after `now_unix`) number `per_subject` gets no
+/// more until the first lapses.
+fn allowance(lapses: &[u64], now_unix: u64, per_subject: usize) -> Result<(), RevokeRefusal> {
+    let live = || lapses.iter().copied().filter(|lapse| now_unix < *lapse);
+    if live().count() >= per_subject {
+        let first = live().min().unwrap_or(now_unix);
+        return Err(RevokeRefusal::SubjectFull {
+            retry_after_secs: first.saturating_sub(now_unix).max(1),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

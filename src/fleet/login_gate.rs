@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::redis_state::{LoginGate, RedisState, Unavailable};
 use super::Fleet;
-use crate::auth::lockout::{Attempt, Lockouts, Refusal};
+use crate::auth::lockout::{retry_after, Attempt, Lockouts, Refusal};
 
 /// One login attempt, counted against both keys while its password is checked. Dropped
 /// unsettled, it is refunded.
@@ -74,7 +74,7 @@ impl Fleet {
                 settled: false,
             })),
             Ok(LoginGate::Locked(left)) => {
-                Err(GateRefusal::Refused(Refusal::Locked(whole_seconds(left))))
+                Err(GateRefusal::Refused(Refusal::Locked(retry_after(left))))
             }
             Ok(LoginGate::Settling) => Err(GateRefusal::Refused(Refusal::Locked(
                 Duration::from_secs(1),
@@ -122,7 +122,7 @@ impl Admission<'_> {
             }
             Admission::Shared(mut attempt) => {
                 attempt.settled = true;
-                attempt.settle("fail").await.map(whole_seconds)
+                attempt.settle("fail").await.map(retry_after)
             }
         }
     }
@@ -151,7 +151,7 @@ impl Admission<'_> {
             Admission::Shared(mut attempt) => {
                 attempt.settled = true;
                 match attempt.settle("ok").await {
-                    Some(left) => Err(whole_seconds(left)),
+                    Some(left) => Err(retry_after(left)),
                     None => Ok(()),
                 }
             }
@@ -189,10 +189,4 @@ impl Drop for SharedAttempt<'_> {
             let _ = state.login_settle(&user, &address, &policy, "refund").await;
         });
     }
-}
-
-/// Whole seconds, rounded up, at least 1: for `Retry-After`.
-fn whole_seconds(d: Duration) -> Duration {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    Duration::from_secs(secs.max(1))
 }

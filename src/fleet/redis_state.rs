@@ -354,21 +354,9 @@ impl RedisState {
         address: &str,
         policy: &crate::auth::lockout::LockoutPolicy,
     ) -> Result<LoginGate, Unavailable> {
-        let keys = self.lockout_keys(user, address);
-        let script = &self.scripts.login_begin;
-        let now = unix_millis();
+        let call = self.lockout_call(&self.scripts.login_begin, user, address, policy);
         let answer: Vec<u64> = self
-            .run(|mut c| async move {
-                script
-                    .key(&keys[0])
-                    .key(&keys[1])
-                    .arg(now)
-                    .arg(policy.failures)
-                    .arg(millis(policy.window))
-                    .arg(millis(policy.duration))
-                    .invoke_async(&mut c)
-                    .await
-            })
+            .run(|mut c| async move { call.invoke_async(&mut c).await })
             .await?;
         Ok(match answer.as_slice() {
             [1, left, ..] => LoginGate::Locked(Duration::from_millis(*left)),
@@ -386,31 +374,31 @@ impl RedisState {
         policy: &crate::auth::lockout::LockoutPolicy,
         outcome: &'static str,
     ) -> Result<Option<Duration>, Unavailable> {
-        let keys = self.lockout_keys(user, address);
-        let script = &self.scripts.login_settle;
-        let now = unix_millis();
+        let mut call = self.lockout_call(&self.scripts.login_settle, user, address, policy);
+        call.arg(outcome);
         let left: u64 = self
-            .run(|mut c| async move {
-                script
-                    .key(&keys[0])
-                    .key(&keys[1])
-                    .arg(now)
-                    .arg(policy.failures)
-                    .arg(millis(policy.window))
-                    .arg(millis(policy.duration))
-                    .arg(outcome)
-                    .invoke_async(&mut c)
-                    .await
-            })
+            .run(|mut c| async move { call.invoke_async(&mut c).await })
             .await?;
         Ok((left > 0).then(|| Duration::from_millis(left)))
     }
 
-    fn lockout_keys(&self, user: &str, address: &str) -> [String; 2] {
-        [
-            self.key(&["lock", "user", crate::auth::bounded(user)]),
-            self.key(&["lock", "addr", address]),
-        ]
+    /// A lockout script with what both take: the username's and the address's keys, now
+    /// (ms) and the policy.
+    fn lockout_call<'s>(
+        &self,
+        script: &'s Script,
+        user: &str,
+        address: &str,
+        policy: &crate::auth::lockout::LockoutPolicy,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut call = script.prepare_invoke();
+        call.key(self.key(&["lock", "user", crate::auth::bounded(user)]))
+            .key(self.key(&["lock", "addr", address]))
+            .arg(u64::try_from(unix_time().as_millis()).unwrap_or(u64::MAX))
+            .arg(policy.failures)
+            .arg(millis(policy.window))
+            .arg(millis(policy.duration));
+        call
     }
 
     /// Connect and PING once (for `check`).
@@ -421,12 +409,7 @@ impl RedisState {
 
     /// The fleet key of a caller's rate-limit timestamp.
     pub(super) fn rate_key(&self, fleet_key: &[u8; 16]) -> String {
-        use std::fmt::Write as _;
-        let mut hex = String::with_capacity(32);
-        for byte in fleet_key {
-            let _ = write!(hex, "{byte:02x}");
-        }
-        self.key(&["rl", &hex])
+        self.key(&["rl", &crate::auth::hex(fleet_key)])
     }
 
     /// Add `arrivals` at `interval` microseconds each to each key's fleet timestamp (unix
@@ -462,18 +445,15 @@ impl RedisState {
     }
 }
 
-fn unix_millis() -> u64 {
+/// Wall-clock time since the epoch: what timestamps shared between replicas are counted in.
+fn unix_time() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 pub(super) fn unix_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    u64::try_from(unix_time().as_micros()).unwrap_or(u64::MAX)
 }
 
 fn millis(d: Duration) -> u64 {
