@@ -24,6 +24,10 @@ pub struct Identity {
     pub granted: ScopeSet,
     /// The same, space-separated, for `X-Forwarded-Scopes`.
     pub scopes_header: String,
+    /// `X-Forwarded-User` and `X-Forwarded-Scopes` as header values, built once per verified
+    /// token rather than per request (`None`: not a valid header value).
+    pub forwarded_user: Option<HeaderValue>,
+    pub forwarded_scopes: Option<HeaderValue>,
     /// What logout records: the `jti`, or a digest of the token when it has none.
     pub revocation_key: String,
     /// The user's profile as gateway-owned headers (`X-Forwarded-Email`, …).
@@ -141,6 +145,8 @@ fn identity(
         .collect::<Vec<_>>()
         .join(" ");
     Arc::new(Identity {
+        forwarded_user: HeaderValue::from_str(&verified.subject).ok(),
+        forwarded_scopes: HeaderValue::from_str(&scopes_header).ok(),
         token: verified,
         granted,
         scopes_header,
@@ -187,6 +193,19 @@ fn token_digest(token: &str) -> String {
     format!("sha256:{}", crate::auth::hex(&digest))
 }
 
+/// The bytes a token68 (RFC 7235 §2.1) may hold.
+const TOKEN68: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+        b += 1;
+    }
+    table
+};
+
 /// RFC 6750 §2.1: exactly one `Authorization: Bearer <token68>`; the scheme is
 /// case-insensitive, anything ambiguous is refused rather than guessed.
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, Failure> {
@@ -197,19 +216,24 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, Failure> 
     if values.next().is_some() {
         return Err(Failure::BadRequest("multiple Authorization headers"));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| Failure::InvalidToken(TokenError::Malformed))?;
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(None);
+    // One pass over the bytes, no UTF-8 or visible-ASCII check first: every byte a token68
+    // may hold is ASCII, so a value that passes is valid text.
+    let bytes = value.as_bytes();
+    let space = memchr::memchr(b' ', bytes).unwrap_or(bytes.len());
+    if !bytes[..space].eq_ignore_ascii_case(b"bearer") {
+        // Another scheme: not ours to judge, but a value that is not visible ASCII is
+        // refused whatever its scheme.
+        return match value.to_str() {
+            Ok(_) => Ok(None),
+            Err(_) => Err(Failure::InvalidToken(TokenError::Malformed)),
+        };
     }
-    let token68 = |b: u8| {
-        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
-    };
-    if token.is_empty() || !token.bytes().all(token68) {
+    let token = bytes.get(space + 1..).unwrap_or_default();
+    if token.is_empty() || !token.iter().all(|&b| TOKEN68[usize::from(b)]) {
         return Err(Failure::InvalidToken(TokenError::Malformed));
     }
+    let token =
+        std::str::from_utf8(token).map_err(|_| Failure::InvalidToken(TokenError::Malformed))?;
     Ok(Some(token))
 }
 

@@ -119,11 +119,19 @@ pub fn strip_request(headers: &mut HeaderMap) {
 /// Remove hop-by-hop headers from an upstream response before it goes to the client
 /// (HTTP/2 clients would treat them as a protocol error).
 pub fn strip_response(headers: &mut HeaderMap) {
-    remove_named_by_connection(headers, |name| {
-        !matches!(name.as_str(), "content-length" | "content-type")
-    });
-    for name in HOP_BY_HOP.iter().filter(|n| **n != "content-length") {
-        headers.remove(*name);
+    if headers.contains_key(header::CONNECTION) {
+        remove_named_by_connection(headers, |name| {
+            !matches!(name.as_str(), "content-length" | "content-type")
+        });
+    }
+    // One look at each name; most responses carry none of these, and then nothing is built.
+    let hop_by_hop =
+        |name: &HeaderName| name != header::CONTENT_LENGTH && HOP_BY_HOP.contains(&name.as_str());
+    if headers.keys().any(hop_by_hop) {
+        let doomed: Vec<HeaderName> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
+        for name in doomed {
+            headers.remove(name);
+        }
     }
 }
 

@@ -2,14 +2,16 @@
 //! metrics recorded at the same moment. Only names, paths and ids are logged: never tokens,
 //! passwords, `Authorization` or `Cookie` values, and never the query string.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use http::header::HeaderValue;
 use http::{Method, StatusCode};
 
 use crate::config::LogFormat;
+use crate::ops::log_text::{
+    push_debug_escaped, push_json_string, push_millis, push_socket_addr, push_timestamp, push_u64,
+};
 use crate::ops::metrics::Metrics;
 
 /// One access-log line: built once, when the response is known, from the request's context.
@@ -93,119 +95,104 @@ impl AccessRecord<'_> {
     }
 
     fn render_json(&self, out: &mut Vec<u8>) {
+        let field = |out: &mut Vec<u8>, key: &str| {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
         let string = |out: &mut Vec<u8>, key: &str, value: &str| {
-            let _ = write!(out, ",\"{key}\":");
-            let _ = serde_json::to_writer(&mut *out, value);
+            field(out, key);
+            push_json_string(out, value);
         };
         out.extend_from_slice(b"{\"timestamp\":\"");
-        timestamp(out, SystemTime::now());
+        push_timestamp(out, SystemTime::now());
         out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\"");
         string(out, "request_id", self.request_id());
         string(out, "trace_id", self.trace_id);
-        let _ = write!(out, ",\"client\":\"{}\"", self.client);
+        field(out, "client");
+        out.push(b'"');
+        push_socket_addr(out, self.client);
+        out.push(b'"');
         string(out, "method", self.method.as_str());
         string(out, "path", self.path);
         string(out, "route", self.route);
         string(out, "user", self.user);
         string(out, "decision", self.decision);
-        let _ = write!(out, ",\"status\":{}", self.status.as_u16());
+        field(out, "status");
+        push_u64(out, u64::from(self.status.as_u16()));
         if let Some(upstream) = self.upstream_latency {
-            let _ = write!(
-                out,
-                ",\"upstream_ms\":{:.3}",
-                upstream.as_secs_f64() * 1000.0
-            );
+            field(out, "upstream_ms");
+            push_millis(out, upstream);
         }
-        let _ = write!(
-            out,
-            ",\"headers_ms\":{:.3},\"total_ms\":{:.3}",
-            self.head.as_secs_f64() * 1000.0,
-            self.total.as_secs_f64() * 1000.0
-        );
+        field(out, "headers_ms");
+        push_millis(out, self.head);
+        field(out, "total_ms");
+        push_millis(out, self.total);
         if let Some(bytes) = self.bytes_in {
-            let _ = write!(out, ",\"bytes_in\":{bytes}");
+            field(out, "bytes_in");
+            push_u64(out, bytes);
         }
         if let Some(bytes) = self.bytes_out {
-            let _ = write!(out, ",\"bytes_out\":{bytes}");
+            field(out, "bytes_out");
+            push_u64(out, bytes);
         }
         out.extend_from_slice(b"}\n");
     }
 
+    /// The line tracing's default formatter would write for the same event.
     fn render_pretty(&self, out: &mut Vec<u8>) {
-        timestamp(out, SystemTime::now());
-        let _ = write!(
-            out,
-            "  INFO access: request_id={} trace_id={} client={} method={} path={} route={} user={} decision={:?} status={}",
-            self.request_id().escape_debug(),
-            self.trace_id,
-            self.client,
-            self.method.as_str().escape_debug(),
-            self.path,
-            self.route.escape_debug(),
-            self.user.escape_debug(),
-            self.decision,
-            self.status.as_u16()
-        );
+        let field = |out: &mut Vec<u8>, key: &str| {
+            out.push(b' ');
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'=');
+        };
+        let escaped = |out: &mut Vec<u8>, key: &str, value: &str| {
+            field(out, key);
+            push_debug_escaped(out, value);
+        };
+        let verbatim = |out: &mut Vec<u8>, key: &str, value: &str| {
+            field(out, key);
+            out.extend_from_slice(value.as_bytes());
+        };
+        push_timestamp(out, SystemTime::now());
+        out.extend_from_slice(b"  INFO access:");
+        escaped(out, "request_id", self.request_id());
+        verbatim(out, "trace_id", self.trace_id);
+        field(out, "client");
+        push_socket_addr(out, self.client);
+        escaped(out, "method", self.method.as_str());
+        verbatim(out, "path", self.path);
+        escaped(out, "route", self.route);
+        escaped(out, "user", self.user);
+        field(out, "decision");
+        out.push(b'"');
+        push_debug_escaped(out, self.decision);
+        out.push(b'"');
+        field(out, "status");
+        push_u64(out, u64::from(self.status.as_u16()));
         if let Some(upstream) = self.upstream_latency {
-            let _ = write!(out, " upstream_ms={:.3}", upstream.as_secs_f64() * 1000.0);
+            field(out, "upstream_ms");
+            push_millis(out, upstream);
         }
-        let _ = write!(
-            out,
-            " headers_ms={:.3} total_ms={:.3}",
-            self.head.as_secs_f64() * 1000.0,
-            self.total.as_secs_f64() * 1000.0
-        );
+        field(out, "headers_ms");
+        push_millis(out, self.head);
+        field(out, "total_ms");
+        push_millis(out, self.total);
         if let Some(bytes) = self.bytes_in {
-            let _ = write!(out, " bytes_in={bytes}");
+            field(out, "bytes_in");
+            push_u64(out, bytes);
         }
         if let Some(bytes) = self.bytes_out {
-            let _ = write!(out, " bytes_out={bytes}");
+            field(out, "bytes_out");
+            push_u64(out, bytes);
         }
         out.push(b'\n');
     }
 }
 
-/// RFC 3339 UTC timestamp with microseconds, e.g. `2026-11-28T21:08:07.737713Z`.
-fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    );
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates_are_right() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(20_420), (2025, 11, 28));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
 
     #[test]
     fn json_line_escapes_untrusted_fields() {

@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod log_buffer;
 pub mod log_sink;
+pub mod log_text;
 pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otlp;

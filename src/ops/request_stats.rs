@@ -52,8 +52,9 @@ struct Shard(Mutex<ShardData>);
 
 #[derive(Debug, Default)]
 struct ShardData {
-    /// Route id → outcomes seen for it. Few per route, so a short list beats a map.
-    routes: HashMap<String, Vec<Outcome>>,
+    /// Route id → outcomes seen for it. Few per route, so a short list beats a map. Keys are
+    /// the operator's route ids, so the fast unkeyed-by-secret hash is enough.
+    routes: HashMap<String, Vec<Outcome>, foldhash::fast::RandomState>,
     request_seconds: Buckets,
     upstream_seconds: Buckets,
 }

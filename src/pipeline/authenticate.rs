@@ -70,7 +70,11 @@ async fn verify(
             now,
             &config.claim_paths,
         ),
-        Some(issuer) => verify_external(shared, snapshot, issuer, token, &head, now).await,
+        // Boxed: a key fetch's state is large, and unboxed it would be part of every
+        // request's future (hyper moves that future, and on HTTP/2 spawns it per stream).
+        Some(issuer) => {
+            Box::pin(verify_external(shared, snapshot, issuer, token, &head, now)).await
+        }
     }
 }
 

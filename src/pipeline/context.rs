@@ -26,6 +26,25 @@ pub struct ConnInfo {
     pub heads: Option<Arc<RawHeads>>,
     /// Where an HTTP/1 connection picks up a WebSocket tunnel after the 101.
     pub tunnel: Option<Arc<TunnelSlot>>,
+    /// The peer's address as a header value, rendered once per connection.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(
+        peer: SocketAddr,
+        heads: Option<Arc<RawHeads>>,
+        tunnel: Option<Arc<TunnelSlot>>,
+    ) -> Self {
+        let peer_ip = HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        ConnInfo {
+            peer,
+            heads,
+            tunnel,
+            peer_ip,
+        }
+    }
 }
 
 /// What became of a request, as the access log and the metrics label it.

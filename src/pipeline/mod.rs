@@ -160,9 +160,17 @@ async fn pipeline<'s>(
             ctx.cors = None;
             return Ok(options_star());
         }
-        Destination::Login => return login::login(shared, snapshot, conn, request, ctx).await,
-        Destination::Logout => return revoke::logout(shared, snapshot, request, ctx).await,
-        Destination::Revoke => return revoke::revoke(shared, snapshot, request, ctx).await,
+        // Boxed: their state (hashing, the fleet's round trips) would otherwise be part of
+        // every proxied request's future, which hyper moves and keeps per request.
+        Destination::Login => {
+            return Box::pin(login::login(shared, snapshot, conn, request, ctx)).await
+        }
+        Destination::Logout => {
+            return Box::pin(revoke::logout(shared, snapshot, request, ctx)).await
+        }
+        Destination::Revoke => {
+            return Box::pin(revoke::revoke(shared, snapshot, request, ctx)).await
+        }
         Destination::WellKnown(document) => {
             ctx.route = "well-known";
             decision::check_document_method(request.method())?;

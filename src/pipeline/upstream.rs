@@ -41,7 +41,12 @@ pub fn build_upstream_request(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let peer_trusted = snapshot.config.is_trusted_proxy(conn.peer.ip());
-    let xff = headers::forwarded_for(&parts.headers, conn.peer.ip(), peer_trusted);
+    // Behind no trusted proxy the value is the peer alone, rendered once per connection.
+    let xff = match peer_trusted {
+        true => HeaderValue::try_from(headers::forwarded_for(&parts.headers, conn.peer.ip(), true))
+            .map_err(|_| Failure::Internal)?,
+        false => conn.peer_ip.clone(),
+    };
     let authorization = parts.headers.remove(header::AUTHORIZATION);
 
     headers::strip_request(&mut parts.headers);
@@ -51,10 +56,7 @@ pub fn build_upstream_request(
         h.insert(header::HOST, host.clone());
         h.insert(FORWARDED_HOST, host.clone());
     }
-    h.insert(
-        FORWARDED_FOR,
-        HeaderValue::from_str(&xff).map_err(|_| Failure::Internal)?,
-    );
+    h.insert(FORWARDED_FOR, xff);
     h.insert(FORWARDED_PROTO, HeaderValue::from_static("https"));
     // The same id the client gets back, so logs on both sides can be joined.
     h.insert(REQUEST_ID, request_id.clone());
@@ -62,12 +64,14 @@ pub fn build_upstream_request(
     ctx.trace.apply(h);
     if let Some(identity) = identity {
         // The subject was checked for control characters and length when the token was verified.
-        let user = HeaderValue::from_str(&identity.token.subject)
-            .map_err(|_| Failure::InvalidToken(TokenError::InvalidSubject))?;
+        let user = identity
+            .forwarded_user
+            .clone()
+            .ok_or(Failure::InvalidToken(TokenError::InvalidSubject))?;
         h.insert(FORWARDED_USER, user);
         h.insert(FORWARDED_ISSUER, identity.issuer.clone());
-        if let Ok(scopes) = HeaderValue::from_str(&identity.scopes_header) {
-            h.insert(FORWARDED_SCOPES, scopes);
+        if let Some(scopes) = &identity.forwarded_scopes {
+            h.insert(FORWARDED_SCOPES, scopes.clone());
         }
         // Validated and encoded when the config was built; cloning shares the bytes.
         for (name, value) in identity.profile_headers.iter() {
@@ -84,11 +88,17 @@ pub fn build_upstream_request(
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
 
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_owned(),
+    let path_and_query = match parts.uri.path_and_query() {
+        // Already canonical (the usual case): share the client's bytes.
+        Some(original) if original.path() == path => original.clone(),
+        _ => {
+            let rebuilt = match parts.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.to_owned(),
+            };
+            PathAndQuery::try_from(rebuilt).map_err(|_| Failure::Internal)?
+        }
     };
-    let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| Failure::Internal)?;
     parts.uri = match &upstream.target {
         UpstreamTarget::Http {
             scheme, authority, ..

@@ -103,6 +103,34 @@ fn decode(path: &str) -> Result<String, PathError> {
 /// input ends in `/` or in a dot segment, since those name a directory.
 /// Runs in linear time and never panics.
 pub fn normalise(path: &str) -> Result<String, PathError> {
+    if is_canonical(path) {
+        return Ok(path.to_owned());
+    }
+    normalise_in_full(path)
+}
+
+/// Whether `path` is already its own canonical form: plain bytes only (no escapes, nothing
+/// refused) and no empty or dot segments but a trailing empty one. Most requests are, and
+/// then nothing needs decoding or rebuilding.
+fn is_canonical(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let plain = |b: u8| matches!(b, 0x21..=0x7E) && !matches!(b, b'%' | b'\\' | b';' | b'#' | b'?');
+    if !rest.bytes().all(plain) {
+        return false;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if matches!(segment, "." | "..") || (segment.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+fn normalise_in_full(path: &str) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
@@ -138,6 +166,31 @@ mod tests {
 
     fn ok(input: &str, want: &str) {
         assert_eq!(normalise(input).as_deref(), Ok(want), "input {input:?}");
+        assert_eq!(
+            normalise_in_full(input).as_deref(),
+            Ok(want),
+            "input {input:?}"
+        );
+    }
+
+    proptest! {
+        /// The shortcut for paths already canonical never changes an answer.
+        #[test]
+        fn the_canonical_shortcut_agrees_with_the_full_walk(path in "/[a-z./%2eE;_~\\\\-]{0,24}") {
+            prop_assert_eq!(normalise(&path), normalise_in_full(&path));
+        }
+    }
+
+    #[test]
+    fn canonical_paths_are_recognised() {
+        for path in ["/", "/a", "/a/", "/a/b.c/..d", "/items/42"] {
+            assert!(is_canonical(path), "{path}");
+        }
+        for path in [
+            "", "a", "//", "/a//b", "/a/.", "/./a", "/a/..", "/%2e", "/a;b", "/a b", "/é",
+        ] {
+            assert!(!is_canonical(path), "{path}");
+        }
     }
 
     #[test]

@@ -50,11 +50,7 @@ pub async fn serve_connection(
     };
     let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     if is_h2 {
-        let conn = ConnInfo {
-            peer,
-            heads: None,
-            tunnel: None,
-        };
+        let conn = ConnInfo::new(peer, None, None);
         let shared_for_service = shared.clone();
         let activity = Activity::new();
         let activity_for_service = activity.clone();
@@ -96,11 +92,7 @@ pub async fn serve_connection(
         let heads = RawHeads::new(max_buf_size);
         let tls = Observed::new(tls, heads.clone());
         let tunnel = Arc::new(TunnelSlot::default());
-        let conn = ConnInfo {
-            peer,
-            heads: Some(heads),
-            tunnel: Some(tunnel.clone()),
-        };
+        let conn = ConnInfo::new(peer, Some(heads), Some(tunnel.clone()));
         let shared_for_service = shared.clone();
         let service = service_fn(move |request| {
             pipeline::handle(shared_for_service.clone(), conn.clone(), request)
