@@ -101,9 +101,6 @@ pub struct Shared {
 impl Shared {
     /// Start with a first snapshot.
     pub fn new(first: Snapshot) -> Arc<Shared> {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
         let policy = first.config.login.lockout;
         let mut metrics = Metrics::new();
         metrics.config_loaded(first.generation, &first.config.digest);
@@ -125,7 +122,7 @@ impl Shared {
             ip_lockouts: Lockouts::new(policy, MAX_LOCKOUT_KEYS),
             revocations: Revocations::new(MAX_REVOCATIONS),
             rate_limits: RateLimits::new(MAX_RATE_LIMIT_KEYS, crate::config::DEFAULT_IPV6_PREFIX),
-            passwords: PasswordVerifier::new(cores, cores * 4),
+            passwords: PasswordVerifier::for_this_host(),
             metrics,
             spans,
             ready: AtomicBool::new(true),

@@ -7,6 +7,7 @@
 //! them to a request live in `pipeline`. Must never import `pipeline`, `state` or `config`.
 
 pub mod bearer;
+pub mod hashing_pool;
 pub mod issuer;
 pub mod jwks;
 pub mod jwt;

@@ -1,8 +1,9 @@
 //! Password hashes from configuration and their (deliberately slow) verification.
 //!
-//! Verification runs on tokio's blocking pool, gated by a semaphore sized to the cores and
-//! a bounded wait queue, so a login flood cannot starve the async workers or queue
-//! unbounded work: excess callers fail fast with [`VerifyError::Busy`].
+//! Verification runs on a [`HashingPool`] of lowest-priority threads, fewer than the cores,
+//! gated by a semaphore sized to that pool and a bounded wait queue, so a login flood can
+//! neither take CPU from the serving threads nor queue unbounded work: excess callers fail
+//! fast with [`VerifyError::Busy`].
 //!
 //! Argon2's working memory (19 MiB at the OWASP parameters) is reused from a small pool
 //! while logins keep coming, and freed when they stop. Allocating it per login let the
@@ -17,6 +18,8 @@ use argon2::password_hash::{PasswordHash as Phc, PasswordHasher as _, SaltString
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore as _;
 use tokio::sync::Semaphore;
+
+use crate::auth::hashing_pool::HashingPool;
 
 /// Longest password accepted; longer input is refused before any hashing work.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -238,6 +241,7 @@ pub struct PasswordVerifier {
 
 #[derive(Debug)]
 struct Inner {
+    pool: HashingPool,
     permits: Arc<Semaphore>,
     total_permits: usize,
     waiting: AtomicUsize,
@@ -256,10 +260,12 @@ impl Drop for Waiting<'_> {
 }
 
 impl PasswordVerifier {
-    /// `permits` concurrent verifications (at least 1), at most `queue` callers waiting.
+    /// `permits` concurrent verifications on as many hashing threads (at least 1), at most
+    /// `queue` callers waiting.
     pub fn new(permits: usize, queue: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
+                pool: HashingPool::new(permits),
                 permits: Arc::new(Semaphore::new(permits.max(1))),
                 total_permits: permits.max(1),
                 waiting: AtomicUsize::new(0),
@@ -269,10 +275,10 @@ impl PasswordVerifier {
         }
     }
 
-    /// One permit per available core, and a queue of four times that.
+    /// One hashing thread fewer than the cores, and a queue of four callers per core.
     pub fn for_this_host() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Self::new(cores, cores.saturating_mul(4))
+        Self::new(HashingPool::threads_for(cores), cores.saturating_mul(4))
     }
 
     /// `hash` = None for an unknown user: a dummy argon2id hash (OWASP parameters, computed
@@ -307,7 +313,7 @@ impl PasswordVerifier {
         let password = password.to_vec();
         let mut memory = self.take_memory();
         let this = self.clone();
-        let job = tokio::task::spawn_blocking(move || {
+        let job = inner.pool.run(move || {
             // Held until hashing ends, even if the awaiting caller goes away.
             let _permit = permit;
             let verdict = match &hash {

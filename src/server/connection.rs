@@ -56,7 +56,13 @@ pub async fn serve_connection(
         let activity_for_service = activity.clone();
         let service = service_fn(move |request| {
             let in_flight = activity_for_service.begin();
-            let handled = pipeline::handle(shared_for_service.clone(), conn.clone(), request);
+            // Boxed: hyper spawns each stream as a task and moves its future several times on
+            // the way; a pointer moves for free.
+            let handled = Box::pin(pipeline::handle(
+                shared_for_service.clone(),
+                conn.clone(),
+                request,
+            ));
             async move {
                 let response = handled.await;
                 drop(in_flight);
@@ -75,7 +81,9 @@ pub async fn serve_connection(
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(limits.idle_timeout / 2))
             .keep_alive_timeout(Duration::from_secs(20));
-        let connection = builder.serve_connection(io, service);
+        // On the heap, so the connection's state is held once, not in both `drive`'s argument
+        // and its pinned local.
+        let connection = Box::pin(builder.serve_connection(io, service));
         let watch = H2Watch {
             first_byte,
             first_byte_deadline: limits.header_read_timeout,
@@ -94,8 +102,14 @@ pub async fn serve_connection(
         let tunnel = Arc::new(TunnelSlot::default());
         let conn = ConnInfo::new(peer, Some(heads), Some(tunnel.clone()));
         let shared_for_service = shared.clone();
+        // Boxed per request: hyper keeps room for the service's future in every connection,
+        // idle ones included, and a pointer is all an idle connection then holds.
         let service = service_fn(move |request| {
-            pipeline::handle(shared_for_service.clone(), conn.clone(), request)
+            Box::pin(pipeline::handle(
+                shared_for_service.clone(),
+                conn.clone(),
+                request,
+            ))
         });
         let io = TokioIo::new(tls);
         let mut builder = http1::Builder::new();
@@ -105,7 +119,7 @@ pub async fn serve_connection(
             .max_buf_size(max_buf_size)
             .max_headers(limits.max_headers)
             .keep_alive(true);
-        let connection = builder.serve_connection(io, service).with_upgrades();
+        let connection = Box::pin(builder.serve_connection(io, service).with_upgrades());
         drive(connection, &mut stop, None, |c| c.graceful_shutdown()).await;
         // Still on this connection's task: the tunnel keeps its connection slot and is
         // aborted with the other connections when the shutdown grace period ends.
@@ -127,7 +141,7 @@ struct H2Watch {
 /// idle for its timeout, ask it to finish the in-flight request(s) and close, then keep
 /// polling it until it does.
 async fn drive<C, E>(
-    connection: C,
+    mut connection: std::pin::Pin<Box<C>>,
     stop: &mut watch::Receiver<bool>,
     h2: Option<H2Watch>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
@@ -135,7 +149,6 @@ async fn drive<C, E>(
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    tokio::pin!(connection);
     // Map the watch guard away at once: it must not be held across an await.
     let stopping = async { stop.wait_for(|stopping| *stopping).await.is_ok() };
     tokio::pin!(stopping);
