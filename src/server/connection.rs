@@ -36,9 +36,11 @@ pub async fn serve_connection(
     let acceptor = TlsAcceptor::from(snapshot.tls.clone());
     drop(snapshot);
     let stream = WriteDeadline::new(stream, limits.write_timeout);
-    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
-    {
-        Ok(Ok(tls)) => tls,
+    // The handshake's state and the TLS stream live on the heap: held inline they would size
+    // this task, which every idle keep-alive connection keeps, for the connection's life.
+    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+    let tls = match Box::pin(handshake).await {
+        Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(err)) => {
             tracing::debug!(%peer, error = %err, "TLS handshake failed");
             return;
