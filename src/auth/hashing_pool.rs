@@ -1,11 +1,14 @@
 //! Threads that run password hashing at the lowest scheduling priority the kernel offers.
 //!
 //! A login flood must not take CPU from serving threads that have requests to answer. The
-//! hashing threads put themselves under `SCHED_IDLE` (run only when a core would otherwise
-//! idle), or at nice 19 where that is refused, and there are fewer of them than cores, so a
-//! flood can neither outrank nor outnumber the serving threads. Under full proxy load a login
-//! then waits for idle time (the verifier's bounded queue turns the excess away with 503);
-//! on a machine with spare cycles it runs at full speed.
+//! hashing threads put themselves under `SCHED_BATCH` at nice 19 (or `SCHED_OTHER` at nice 19
+//! where that is refused), and there are fewer of them than cores, so a flood can neither
+//! outrank nor outnumber the serving threads: against a busy serving thread a hashing thread
+//! gets about 1.5% of a core (CFS weight 15 against 1024), and all of any idle time.
+//!
+//! Not `SCHED_IDLE`, which was tried first: it starves hashing outright whenever anything on
+//! the machine keeps the cores busy (another process, not only the gateway), and admitted
+//! logins then never finish; the login-flood test hung that way on a loaded machine.
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,8 +35,9 @@ pub struct PoolUnavailable;
 /// The priority the hashing threads run at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashingPriority {
-    /// `SCHED_IDLE`: only time no other thread wants.
-    Idle,
+    /// `SCHED_BATCH` at nice 19: lowest weight, and never preempting a serving thread on
+    /// wake-up.
+    Batch,
     /// `SCHED_OTHER` at nice 19.
     Lowest,
     /// The kernel refused both: ordinary priority.
@@ -121,8 +125,8 @@ pub fn lower_this_thread() -> HashingPriority {
         )
         .is_ok()
     };
-    if lower(NormalThreadSchedulePolicy::Idle) {
-        HashingPriority::Idle
+    if lower(NormalThreadSchedulePolicy::Batch) {
+        HashingPriority::Batch
     } else if lower(NormalThreadSchedulePolicy::Other) {
         HashingPriority::Lowest
     } else {
@@ -140,21 +144,38 @@ mod tests {
         let answers = futures_util::future::join_all((0..8).map(|i| pool.run(move || i * 2))).await;
         let answers: Vec<_> = answers.into_iter().map(|a| a.unwrap()).collect();
         assert_eq!(answers, vec![0, 2, 4, 6, 8, 10, 12, 14]);
-        let (name, policy) = pool
+        let (name, policy, nice) = pool
             .run(|| {
                 let name = std::thread::current().name().map(str::to_owned);
-                (name, thread_priority::thread_schedule_policy().ok())
+                (
+                    name,
+                    thread_priority::thread_schedule_policy().ok(),
+                    own_nice(),
+                )
             })
             .await
             .unwrap();
         assert_eq!(name.as_deref(), Some("portcullis-hash"));
-        // Unprivileged, a thread may always lower itself to SCHED_IDLE on Linux.
+        assert_eq!(nice, 19);
+        // Unprivileged, a thread may always lower itself on Linux.
         assert_eq!(
             policy,
             Some(ThreadSchedulePolicy::Normal(
-                NormalThreadSchedulePolicy::Idle
+                NormalThreadSchedulePolicy::Batch
             ))
         );
+    }
+
+    /// The calling thread's nice value (field 19 of its `stat`).
+    fn own_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::auth::bearer::{bearer_token, claimed_issuer, identify, identify_external, Identity};
+use crate::auth::bearer::{
+    bearer_credential, check_token68, claimed_issuer, identify, identify_external, Identity,
+};
 use crate::auth::jwt::{read_head, TokenHead};
 use crate::config::IssuerSettings;
 use crate::error::Failure;
@@ -19,10 +21,17 @@ pub async fn authenticate(
     headers: &http::HeaderMap,
     now: u64,
 ) -> Result<Option<Arc<Identity>>, Failure> {
-    let Some(token) = bearer_token(headers)? else {
+    let Some(token) = bearer_credential(headers)? else {
         return Ok(None);
     };
-    let identity = identity_of(shared, snapshot, token, now).await?;
+    // A cached token passed every check, its characters included, when it was verified.
+    let identity = match snapshot.token_cache.get(token, now) {
+        Some(identity) => identity,
+        None => {
+            check_token68(token)?;
+            identity_of(shared, snapshot, token, now).await?
+        }
+    };
     if shared.revocations.is_revoked(&identity.revocation_key, now) {
         return Err(Failure::InvalidToken(TokenError::Revoked));
     }
