@@ -118,6 +118,13 @@ impl AccessRecord<'_> {
         string(out, "route", self.route);
         string(out, "user", self.user);
         string(out, "decision", self.decision);
+        self.render_figures(out, field);
+        out.extend_from_slice(b"}\n");
+    }
+
+    /// The numeric fields both formats end with, in the same order; `field` writes a key
+    /// with the format's separators.
+    fn render_figures(&self, out: &mut Vec<u8>, field: impl Fn(&mut Vec<u8>, &str)) {
         field(out, "status");
         push_u64(out, u64::from(self.status.as_u16()));
         if let Some(upstream) = self.upstream_latency {
@@ -136,7 +143,6 @@ impl AccessRecord<'_> {
             field(out, "bytes_out");
             push_u64(out, bytes);
         }
-        out.extend_from_slice(b"}\n");
     }
 
     /// The line tracing's default formatter would write for the same event.
@@ -168,24 +174,7 @@ impl AccessRecord<'_> {
         out.push(b'"');
         push_debug_escaped(out, self.decision);
         out.push(b'"');
-        field(out, "status");
-        push_u64(out, u64::from(self.status.as_u16()));
-        if let Some(upstream) = self.upstream_latency {
-            field(out, "upstream_ms");
-            push_millis(out, upstream);
-        }
-        field(out, "headers_ms");
-        push_millis(out, self.head);
-        field(out, "total_ms");
-        push_millis(out, self.total);
-        if let Some(bytes) = self.bytes_in {
-            field(out, "bytes_in");
-            push_u64(out, bytes);
-        }
-        if let Some(bytes) = self.bytes_out {
-            field(out, "bytes_out");
-            push_u64(out, bytes);
-        }
+        self.render_figures(out, field);
         out.push(b'\n');
     }
 }
