@@ -29,7 +29,7 @@ pub async fn authenticate(
         Some(identity) => identity,
         None => {
             check_token68(token)?;
-            identity_of(shared, snapshot, token, now).await?
+            verify_and_cache(shared, snapshot, token, now).await?
         }
     };
     if shared.revocations.is_revoked(&identity.revocation_key, now) {
@@ -49,6 +49,16 @@ pub async fn identity_of(
     if let Some(identity) = snapshot.token_cache.get(token, now) {
         return Ok(identity);
     }
+    verify_and_cache(shared, snapshot, token, now).await
+}
+
+/// A token the cache does not hold: verify it and keep the answer for this generation.
+async fn verify_and_cache(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    token: &str,
+    now: u64,
+) -> Result<Arc<Identity>, TokenError> {
     let identity = verify(shared, snapshot, token, now).await?;
     snapshot.token_cache.insert(token, identity.clone());
     Ok(identity)
