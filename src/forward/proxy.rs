@@ -1,104 +1,18 @@
-//! Forwarding to upstream apps: a pooled keep-alive client per serving thread (so cores never
-//! share a pool lock), `https://` upstreams over rustls, response deadlines, error
-//! classification, and the upgrade tunnel.
+//! Forwarding to upstream apps: the exchange under the upstream's response deadline (over
+//! this thread's pooled connections, [`client`]), error classification, and rewriting the
+//! upstream's own URLs in the response.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Builder, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::upstream_tls::UpstreamTls;
 use crate::config::{Upstream, UpstreamTarget};
 use crate::error::Failure;
+use crate::forward::client::{self, ConnectError, Origin, SendError};
 use crate::forward::request_body::{BodyError, GuardedBody};
-
-/// The upstream client type: HTTP/1.1 over TCP with the client's body streamed through.
-pub type UpstreamClient = Client<HttpConnector, GuardedBody>;
-
-/// The client of one `https://` upstream: HTTP/1.1 over rustls over TCP.
-pub type TlsUpstreamClient = Client<HttpsConnector<HttpConnector>, GuardedBody>;
-
-/// How long an idle upstream connection is kept for reuse.
-const POOL_IDLE: Duration = Duration::from_secs(30);
-
-/// A client of one `https://` upstream in one config generation. The `Weak` tells when that
-/// generation is gone, and, by keeping the `UpstreamTls` allocation reserved, guarantees its
-/// address (the map key) is not reused by a later generation while the entry exists.
-type TlsEntry = (Weak<UpstreamTls>, TlsUpstreamClient);
-
-thread_local! {
-    /// One client (and so one connection pool) per serving thread and connect timeout.
-    /// Serving is thread-per-core, so this is a per-core pool with no cross-core locking.
-    static CLIENTS: RefCell<HashMap<Duration, UpstreamClient>> = RefCell::new(HashMap::new());
-
-    /// One client per serving thread and `https://` upstream of a live generation, keyed by
-    /// the address of that generation's `UpstreamTls`: a reload that rebuilt the upstream's
-    /// TLS settings gets new connections with them, never an old pool's.
-    static TLS_CLIENTS: RefCell<HashMap<usize, TlsEntry>> = RefCell::new(HashMap::new());
-}
-
-fn client_builder() -> Builder {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        // A request whose body was already (partly) sent must not be replayed.
-        .retry_canceled_requests(false);
-    builder
-}
-
-fn tcp_connector(connect_timeout: Duration, enforce_http: bool) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(enforce_http);
-    connector
-}
-
-fn client_for(connect_timeout: Duration) -> UpstreamClient {
-    CLIENTS.with(|clients| {
-        clients
-            .borrow_mut()
-            .entry(connect_timeout)
-            .or_insert_with(|| client_builder().build(tcp_connector(connect_timeout, true)))
-            .clone()
-    })
-}
-
-/// This thread's client for an `https://` upstream. Built on first use from the `ClientConfig`
-/// its generation built (shared, not copied); the connect timeout belongs to the same
-/// upstream and generation, so it needs no place in the key. On a miss, entries of
-/// generations no longer alive are dropped with their pools, so they never pile up.
-fn tls_client_for(tls: &Arc<UpstreamTls>, connect_timeout: Duration) -> TlsUpstreamClient {
-    let key = Arc::as_ptr(tls) as usize;
-    TLS_CLIENTS.with(|clients| {
-        let mut clients = clients.borrow_mut();
-        if let Some((_, client)) = clients.get(&key) {
-            return client.clone();
-        }
-        clients.retain(|_, (generation, _)| generation.strong_count() > 0);
-        let connector = HttpsConnector::new(
-            tcp_connector(connect_timeout, false),
-            tls.client.clone(),
-            true,
-            Arc::new(FixedServerNameResolver::new(tls.server_name.clone())),
-        );
-        let client = client_builder().build(connector);
-        clients.insert(key, (Arc::downgrade(tls), client.clone()));
-        client
-    })
-}
 
 /// Send `request` to `upstream` and wait for its response headers within the upstream's
 /// timeout. The response body is streamed by the caller.
@@ -106,17 +20,16 @@ pub async fn forward(
     upstream: &Upstream,
     request: Request<GuardedBody>,
 ) -> Result<Response<Incoming>, Failure> {
-    let sent = match &upstream.target {
-        UpstreamTarget::Http { tls: Some(tls), .. } => {
-            let client = tls_client_for(tls, upstream.connect_timeout);
-            tokio::time::timeout(upstream.timeout, client.request(request)).await
-        }
-        _ => {
-            let client = client_for(upstream.connect_timeout);
-            tokio::time::timeout(upstream.timeout, client.request(request)).await
-        }
+    let UpstreamTarget::Http { authority, tls, .. } = &upstream.target else {
+        // The echo upstream is answered before anything is forwarded.
+        return Err(Failure::Internal);
     };
-    match sent {
+    let origin = Origin {
+        authority,
+        tls: tls.as_ref(),
+        connect_timeout: upstream.connect_timeout,
+    };
+    match tokio::time::timeout(upstream.timeout, client::send(&origin, request)).await {
         Err(_elapsed) => Err(Failure::UpstreamTimeout),
         Ok(Ok(response)) => Ok(response),
         Ok(Err(err)) => {
@@ -154,21 +67,20 @@ fn tls_error<'e>(err: &'e (dyn StdError + 'static)) -> Option<&'e rustls::Error>
 /// A failure of the client's own request body (too slow, too large, broken framing) is the
 /// client's fault and aborted the upstream request: 408/413/400. Otherwise connect timeouts
 /// are 504 (the upstream did not answer in time), and everything else is 502.
-fn classify(err: &hyper_util::client::legacy::Error) -> Failure {
+fn classify(err: &SendError) -> Failure {
     if let Some(body) = BodyError::find_in(err) {
         return Failure::from(body);
     }
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return Failure::UpstreamTimeout;
-            }
+    match err {
+        SendError::Connect(ConnectError::TimedOut) => Failure::UpstreamTimeout,
+        SendError::Connect(ConnectError::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut => {
+            Failure::UpstreamTimeout
         }
-        source = cause.source();
+        _ => {
+            tracing::debug!(error = %err, "upstream request failed");
+            Failure::UpstreamUnavailable
+        }
     }
-    tracing::debug!(error = %err, "upstream request failed");
-    Failure::UpstreamUnavailable
 }
 
 /// Response headers that may carry the upstream's own URL back to the client.
@@ -392,51 +304,6 @@ mod tests {
         assert_eq!(tls_error(&outer), Some(&alert));
         let plain = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(tls_error(&plain), None);
-    }
-
-    /// An `UpstreamTls` as a generation builds one (any roots will do: nothing connects).
-    fn upstream_tls() -> Arc<UpstreamTls> {
-        use crate::config::upstream_tls::{client_config, server_name};
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca.self_signed(&key).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        Arc::new(UpstreamTls {
-            client: client_config(Arc::new(roots), None).unwrap(),
-            server_name: server_name("upstream.test").unwrap(),
-            ca: None,
-            client_cert: None,
-        })
-    }
-
-    fn tls_clients() -> usize {
-        TLS_CLIENTS.with(|clients| clients.borrow().len())
-    }
-
-    #[test]
-    fn each_generation_gets_its_own_tls_client_and_dead_ones_are_dropped_on_the_next_miss() {
-        let timeout = Duration::from_secs(1);
-        let first = upstream_tls();
-        tls_client_for(&first, timeout);
-        tls_client_for(&first, timeout);
-        assert_eq!(tls_clients(), 1, "one client per upstream and generation");
-        let second = upstream_tls();
-        tls_client_for(&second, timeout);
-        assert_eq!(tls_clients(), 2, "both generations are alive");
-        // Reloads come and go; each one's clients last only until the next one's first use.
-        drop(first);
-        let mut live = second;
-        for _ in 0..10 {
-            let next = upstream_tls();
-            tls_client_for(&next, timeout);
-            assert_eq!(tls_clients(), 2, "the previous generation is still alive");
-            live = next;
-        }
-        drop(live);
-        tls_client_for(&upstream_tls(), timeout);
-        assert_eq!(tls_clients(), 1);
     }
 
     #[test]

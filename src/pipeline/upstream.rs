@@ -99,17 +99,13 @@ pub fn build_upstream_request(
             PathAndQuery::try_from(rebuilt).map_err(|_| Failure::Internal)?
         }
     };
-    parts.uri = match &upstream.target {
-        UpstreamTarget::Http {
-            scheme, authority, ..
-        } => Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| Failure::Internal)?,
-        UpstreamTarget::Echo => Uri::from(path_and_query),
-    };
+    // Origin-form, as an origin server expects it; the connection says where it goes.
+    parts.uri = Uri::from(path_and_query);
+    if let (None, UpstreamTarget::Http { authority, .. }) = (&client_host, &upstream.target) {
+        // HTTP/1.1 requires a Host; a client without one gets the upstream's own.
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| Failure::Internal)?;
+        parts.headers.insert(header::HOST, host);
+    }
     // Upstreams speak HTTP/1.1; the client's h2 framing ends at the gateway.
     if parts.version >= Version::HTTP_2 {
         headers::join_cookie_fields(&mut parts.headers).map_err(|_| Failure::Internal)?;

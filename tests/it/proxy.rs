@@ -6,6 +6,8 @@
 use crate::common::*;
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -432,12 +434,96 @@ async fn several_requests_reuse_one_client_connection_and_pooled_upstream_connec
             assert_eq!(reply.json()["body_len"], i);
         }
         assert_eq!(up.count(), 5);
+        // One serving thread serves this client connection, and its pool keeps one upstream
+        // connection for it (maybe one from an earlier client connection on the same thread).
         assert!(
-            up.connections() - before < 5,
-            "no upstream connection was reused: {} for 5 requests",
+            up.connections() - before <= 1,
+            "upstream connections were not reused: {} for 5 requests",
             up.connections() - before
         );
     }
+}
+
+#[tokio::test]
+async fn a_connection_still_streaming_a_response_is_not_handed_to_the_next_request() {
+    let (up, gw) = fixture().await;
+    let client = gw.h2();
+    let mut conn = client.connect().await;
+    const SIZE: usize = 4 * MIB;
+    // Only the head is read: flow control then holds the rest of the body in the upstream
+    // connection, which stays busy.
+    let request = client
+        .request("GET", &format!("/big/{SIZE}"))
+        .body(Full::default())
+        .unwrap();
+    let streaming = conn.send_streaming(request).await;
+    assert_eq!(streaming.status(), 200);
+    for i in 0..3 {
+        let path = format!("/public/beside-a-download/{i}");
+        let reply = conn
+            .send(client.request("GET", &path).body(Full::default()).unwrap())
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["target"], path.as_str());
+    }
+    let body = streaming.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), SIZE);
+    assert_eq!(sha256_hex(&body), sha256_hex(&pattern_bytes(0, SIZE)));
+    assert!(
+        up.connections() >= 2,
+        "the download's connection was shared"
+    );
+}
+
+/// A plain HTTP/1.1 upstream that answers each request `200 ok` and then closes the connection
+/// without announcing it (no `Connection: close`), as a server whose keep-alive ran out does;
+/// counts the connections it accepted.
+async fn start_closing_upstream() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn an_upstream_closing_its_connections_after_each_response_costs_no_request() {
+    let (url, accepted) = start_closing_upstream().await;
+    let gw = Gateway::start(&config(&url, None, "")).await;
+    for client in [gw.h1(), gw.h2()] {
+        let mut conn = client.connect().await;
+        for i in 0..10 {
+            let path = format!("/public/closing/{i}");
+            let reply = conn
+                .send(client.request("GET", &path).body(Full::default()).unwrap())
+                .await;
+            assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+            assert_eq!(reply.body, "ok");
+        }
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        20,
+        "a closed connection was reused"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
