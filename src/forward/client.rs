@@ -310,6 +310,26 @@ mod tests {
         })
     }
 
+    /// What [`send`]'s one retry rests on: a request handed to a connection that closed before
+    /// writing any of it comes back unsent.
+    #[tokio::test]
+    async fn a_request_on_a_connection_closed_under_it_comes_back_unsent() {
+        let (near, far) = tokio::io::duplex(4096);
+        let (mut sender, connection) =
+            http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(TokioIo::new(near))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        sender.ready().await.unwrap();
+        // Closed, but the connection task has not run since: the sender still looks ready.
+        drop(far);
+        assert!(sender.is_ready());
+        let request = Request::get("/again").body(Default::default()).unwrap();
+        let mut err = sender.try_send_request(request).await.unwrap_err();
+        let unsent = err.take_message().expect("the request is handed back");
+        assert_eq!(unsent.uri(), "/again");
+    }
+
     #[tokio::test]
     async fn a_parked_connection_is_taken_again_by_its_origin_only() {
         let mut pools = Pools::default();

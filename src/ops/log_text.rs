@@ -12,9 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `s` as `str::escape_debug` writes it.
 pub fn push_debug_escaped(out: &mut Vec<u8>, s: &str) {
-    let plain = s
-        .bytes()
-        .all(|b| matches!(b, 0x20..=0x7e) && !matches!(b, b'\\' | b'"' | b'\''));
+    // Folded without early exit, so it compiles to a vector loop (see `push_json_string`).
+    let plain = !s.bytes().fold(false, |escape, b| {
+        escape | !(0x20..=0x7e).contains(&b) | (b == b'\\') | (b == b'"') | (b == b'\'')
+    });
     if plain {
         out.extend_from_slice(s.as_bytes());
     } else {
@@ -24,7 +25,12 @@ pub fn push_debug_escaped(out: &mut Vec<u8>, s: &str) {
 
 /// `s` as a JSON string, quotes included, as `serde_json` writes it.
 pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // A fold without early exit, so the check compiles to a vector loop: nearly every value
+    // needs no escaping, and then the whole string is read anyway.
+    let plain = !s.bytes().fold(false, |escape, b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
