@@ -1,6 +1,6 @@
 //! Password hashes from configuration and their (deliberately slow) verification.
 //!
-//! Verification runs on a [`HashingPool`] of lowest-priority threads, fewer than the cores,
+//! Verification runs on a [`HashingPool`] of idle-priority threads, fewer than the cores,
 //! gated by a semaphore sized to that pool and a bounded wait queue, so a login flood can
 //! neither take CPU from the serving threads nor queue unbounded work: excess callers fail
 //! fast with [`VerifyError::Busy`].
@@ -311,17 +311,19 @@ impl PasswordVerifier {
         };
         let hash = hash.cloned();
         let password = password.to_vec();
-        let mut memory = self.take_memory();
         let this = self.clone();
+        // Given back when the first run ends: a second run (see `HashingPool::run`) must not
+        // hold a permit that a run starved of CPU might keep for minutes.
+        let permit = Mutex::new(Some(permit));
         let job = inner.pool.run(move || {
-            // Held until hashing ends, even if the awaiting caller goes away.
-            let _permit = permit;
+            let mut memory = this.take_memory();
             let verdict = match &hash {
                 Some(h) => h.verify_blocking(&password, &mut memory),
                 None => dummy_hash()
                     .and_then(|dummy| dummy.verify_blocking(&password, &mut memory).map(|_| false)),
             };
             this.return_memory(memory);
+            drop(permit.lock().unwrap_or_else(|p| p.into_inner()).take());
             verdict
         });
         job.await.map_err(|_| VerifyError::Internal)?

@@ -1,5 +1,5 @@
 //! `POST /login` and `POST /logout` (SPEC "Endpoints"; THREATS L-01 … L-14), black-box over
-//! real TLS. Every argon2 verification is slow in debug builds, so each test does few logins
+//! real TLS. Every argon2 verification costs tens of milliseconds, so each test does few logins
 //! and runs independent ones concurrently.
 #![allow(clippy::unwrap_used)]
 
@@ -887,5 +887,58 @@ async fn a_login_flood_does_not_starve_authenticated_requests() {
     assert!(
         slowest < Duration::from_secs(5),
         "a proxied request waited {slowest:?} behind password hashing"
+    );
+}
+
+/// Scheduling policy (`SCHED_*` number) and nice value of each of the process's threads, by
+/// thread name.
+fn thread_priorities(pid: u32) -> Vec<(String, u32, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised name start at field 3: nice is 19, policy is 41.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        threads.push((
+            name.trim_end().to_owned(),
+            fields[41 - 3].parse().unwrap(),
+            fields[19 - 3].parse().unwrap(),
+        ));
+    }
+    threads
+}
+
+/// The login-flood test above measures the outcome; this pins the mechanism: hashing only on
+/// CPU time nobody else wants (SCHED_IDLE = 5), with a standby at SCHED_BATCH (3) nice 19 for
+/// a machine that has none, and the serving threads untouched.
+#[tokio::test]
+async fn password_hashing_runs_at_idle_priority_beside_a_lowest_priority_standby() {
+    let up = Upstream::start().await;
+    let gw = Proc::start(&yaml_with_lockout(&up.url(), 1000, "1m")).await;
+    // The hashing threads start with the first login.
+    assert_eq!(gw.h1().login("alice", "wrong").await.status, 400);
+    let threads = thread_priorities(gw.pid);
+    let with_name = |wanted: &str| -> Vec<(u32, i32)> {
+        threads
+            .iter()
+            .filter(|(name, _, _)| name == wanted)
+            .map(|(_, policy, nice)| (*policy, *nice))
+            .collect()
+    };
+    let idle = with_name("pc-hash-idle");
+    assert!(!idle.is_empty(), "no hashing threads among {threads:?}");
+    assert!(idle.iter().all(|(policy, _)| *policy == 5), "{threads:?}");
+    assert_eq!(with_name("pc-hash-standby"), vec![(3, 19)], "{threads:?}");
+    let serving: Vec<_> = threads
+        .iter()
+        .filter(|(name, _, _)| name.starts_with("portcullis-wor"))
+        .collect();
+    assert!(!serving.is_empty(), "no serving threads among {threads:?}");
+    assert!(
+        serving
+            .iter()
+            .all(|(_, policy, nice)| (*policy, *nice) == (0, 0)),
+        "{threads:?}"
     );
 }
