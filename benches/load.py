@@ -61,7 +61,7 @@ from types import SimpleNamespace
 
 import peers
 from benchlib import ROOT
-from peers import pinned, rss_kib, cpu_us
+from peers import pinned, rss_kib, memory_kib, cpu_us
 
 
 def parse_args():
@@ -217,7 +217,7 @@ def check_peers(ctx, started):
 
 
 def main_phase(args, ctx, started, auth):
-    rss = {name: [rss_kib(peer.pid)] for name, peer in started.items()}
+    rss = {name: [memory_kib(peer.pid)] for name, peer in started.items()}
     for peer in started.values():  # warm-up: TLS session caches, pools, page faults
         run(wrk_cmd(args, auth, peer.url(), connections=8, duration=1, latency=False))
         run(h2load_cmd(args, auth, peer.url(), os.path.join(ctx.tmp, "warm.log"), duration=1))
@@ -229,7 +229,7 @@ def main_phase(args, ctx, started, auth):
             results[(peer.name, "h2")].append(load_h2(args, peer, auth, ctx.tmp))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     for name, peer in started.items():
-        rss[name].append(rss_kib(peer.pid))
+        rss[name].append(memory_kib(peer.pid))
     return results, rss
 
 
@@ -256,24 +256,27 @@ def report(args, results, rss):
         print("\nratios gateway / pass-through (medians):")
         print(f"  h1 throughput {med(g1, 'rps') / med(p1, 'rps'):.3f}   p50 {med(g1, 'p50') / med(p1, 'p50'):.3f}   p99 {med(g1, 'p99') / med(p1, 'p99'):.3f}")
         print(f"  h2 throughput {med(g2, 'rps') / med(p2, 'rps'):.3f}   mean latency {med(g2, 'mean') / med(p2, 'mean'):.3f}")
-    print("\nRSS KiB (process tree)  idle: " + ", ".join(f"{n} {v[0]}" for n, v in rss.items())
-          + ";  after load: " + ", ".join(f"{n} {v[1]}" for n, v in rss.items()))
+    print("\nRSS KiB (process tree)  idle: " + ", ".join(f"{n} {v[0][0]}" for n, v in rss.items())
+          + ";  after load: " + ", ".join(f"{n} {v[1][0]}" for n, v in rss.items()))
+    print("anonymous RSS KiB (without code pages)  idle: " + ", ".join(f"{n} {v[0][1]}" for n, v in rss.items())
+          + ";  after load: " + ", ".join(f"{n} {v[1][1]}" for n, v in rss.items()))
     print("non-2xx responses: " + ", ".join(
         f"{name} {proto} {sum(row['non2xx'] for row in rows)}" for (name, proto), rows in results.items()))
     markdown_table(results, rss)
 
 
 def markdown_table(results, rss):
-    print("\n| peer | proto | req/s (min–max) | ×passthrough | p50 ms | p99 ms | CPU µs/req | RSS MiB idle → after |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| peer | proto | req/s (min–max) | ×passthrough | p50 ms | p99 ms | CPU µs/req "
+          "| RSS MiB idle → after | anon MiB idle → after |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (name, proto), rows in results.items():
         base = results.get(("passthrough", proto))
         ratio = f"{med(rows, 'rps') / med(base, 'rps'):.2f}" if base else "–"
         rates = [row["rps"] for row in rows]
-        idle, after = rss[name]
+        (idle, idle_anon), (after, after_anon) = rss[name]
         print(f"| {name} | {proto} | {med(rows, 'rps'):.0f} ({min(rates):.0f}–{max(rates):.0f}) | {ratio} "
               f"| {med(rows, 'p50'):.2f} | {med(rows, 'p99'):.2f} | {med(rows, 'cpu_us'):.1f} "
-              f"| {idle / 1024:.1f} → {after / 1024:.1f} |")
+              f"| {idle / 1024:.1f} → {after / 1024:.1f} | {idle_anon / 1024:.1f} → {after_anon / 1024:.1f} |")
 
 
 # --- main -------------------------------------------------------------------------------

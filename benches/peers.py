@@ -108,16 +108,23 @@ def cpu_us(root):
     return ticks * 1_000_000 / CLK_TCK
 
 
-def rss_kib(root):
-    """VmRSS summed over the tree, KiB."""
+def rss_kib(root, field="VmRSS"):
+    """A /proc/PID/status memory field (VmRSS by default) summed over the tree, KiB."""
     total = 0
     for pid in tree_pids(root):
         try:
             with open(f"/proc/{pid}/status") as f:
-                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+                total += next((int(line.split()[1]) for line in f if line.startswith(field + ":")), 0)
         except OSError:
             pass
     return total
+
+
+def memory_kib(root):
+    """(RSS, anonymous RSS) of the tree, KiB. The difference is mostly the program's own code
+    pages: clean, file-backed, shared with every other process running the same binary and
+    reclaimable, so the anonymous part is what each instance really costs."""
+    return rss_kib(root), rss_kib(root, "RssAnon")
 
 
 def pinned(cmd, cpus):
