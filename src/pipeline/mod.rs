@@ -79,9 +79,11 @@ pub async fn handle(
     if let Some(policy) = ctx.cors {
         cors::apply(policy, ctx.origin.as_ref(), response.headers_mut());
     }
-    response
-        .headers_mut()
-        .insert(REQUEST_ID, ctx.request_id.clone());
+    // Unique to this response: HPACK-indexing it (HTTP/2) would only fill the client's table
+    // with ids never sent again, and cost a comparison against each of them on every response.
+    let mut request_id = ctx.request_id.clone();
+    request_id.set_sensitive(true);
+    response.headers_mut().insert(REQUEST_ID, request_id);
     let status = response.status();
     let head = started.elapsed();
     let known_size = http_body::Body::size_hint(response.body()).exact();

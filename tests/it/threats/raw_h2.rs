@@ -155,6 +155,35 @@ impl H2Raw {
         }
     }
 
+    /// The header block of the response on `stream` (padding and priority removed), answering
+    /// SETTINGS and PING while waiting.
+    pub(super) async fn response_block(&mut self, stream: u32, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_frame(left).await {
+                Read::Timeout | Read::Closed => return None,
+                Read::Frame(SETTINGS, flags, _, _) if flags & ACK == 0 => {
+                    self.frame(SETTINGS, ACK, 0, &[]).await;
+                }
+                Read::Frame(PING, flags, _, payload) if flags & ACK == 0 => {
+                    self.frame(PING, ACK, 0, &payload).await;
+                }
+                Read::Frame(HEADERS, flags, id, mut payload) if id == stream => {
+                    if flags & 0x8 != 0 {
+                        let pad = usize::from(payload[0]);
+                        payload = payload[1..payload.len() - pad].to_vec();
+                    }
+                    if flags & 0x20 != 0 {
+                        payload.drain(..5);
+                    }
+                    return Some(payload);
+                }
+                Read::Frame(..) => {}
+            }
+        }
+    }
+
     /// Read everything until the connection goes quiet for `quiet` or closes (at most `limit`),
     /// answering SETTINGS; returns the frames of interest seen.
     pub(super) async fn drain(&mut self, quiet: Duration, limit: Duration) -> Drained {
@@ -236,6 +265,55 @@ pub(super) fn hpack(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
         out.extend_from_slice(value);
     }
     out
+}
+
+/// An HPACK integer with an `n`-bit prefix at the start of `p`: (value, bytes used).
+fn hpack_int_at(p: &[u8], n: u8) -> Option<(usize, usize)> {
+    let max = (1usize << n) - 1;
+    let mut value = usize::from(*p.first()?) & max;
+    if value < max {
+        return Some((value, 1));
+    }
+    let mut used = 1;
+    let mut shift = 0;
+    loop {
+        let b = *p.get(used)?;
+        used += 1;
+        value += usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            return Some((value, used));
+        }
+    }
+}
+
+/// The representation of every field in a header block whose name is a literal (not a table
+/// index), by its first byte: 0x40 with incremental indexing, 0x00 without indexing, 0x10
+/// never indexed (RFC 7541 §6.2). Names stay undecoded (they may be Huffman-coded).
+pub(super) fn new_name_literals(mut p: &[u8]) -> Option<Vec<u8>> {
+    let mut kinds = Vec::new();
+    let skip_string = |p: &[u8]| -> Option<usize> {
+        let (len, used) = hpack_int_at(p, 7)?;
+        (p.len() >= used + len).then_some(used + len)
+    };
+    while let Some(&b) = p.first() {
+        let (prefix, literal) = match b {
+            _ if b & 0x80 != 0 => (7, false),
+            _ if b & 0xc0 == 0x40 => (6, true),
+            _ if b & 0xe0 == 0x20 => (5, false),
+            _ => (4, true),
+        };
+        let (index, mut used) = hpack_int_at(p, prefix)?;
+        if literal {
+            if index == 0 {
+                kinds.push(b);
+                used += skip_string(&p[used..])?;
+            }
+            used += skip_string(&p[used..])?;
+        }
+        p = &p[used..];
+    }
+    Some(kinds)
 }
 
 /// The `:status` of a response HEADERS block when it is the first field (as servers send it):
@@ -378,6 +456,17 @@ fn the_raw_http2_helpers_decode_what_servers_send() {
     let mut out = Vec::new();
     hpack_int(&mut out, 0, 7, 300);
     assert_eq!(out, vec![0x7f, 0xad, 0x01]);
+    assert_eq!(hpack_int_at(&out, 7), Some((300, 3)));
+    // :status 200 indexed, a new-name literal never indexed, an indexed-name literal with
+    // incremental indexing (date, 33), a new-name literal without indexing.
+    let block = [
+        &[
+            0x88, 0x10, 0x01, b'x', 0x02, b'a', b'b', 0x61, 0x01, b'd', 0x00, 0x01, b'y',
+        ][..],
+        &[0x00],
+    ]
+    .concat();
+    assert_eq!(new_name_literals(&block), Some(vec![0x10, 0x00]));
 }
 
 #[tokio::test]
@@ -387,4 +476,31 @@ async fn a_well_formed_raw_http2_request_is_forwarded() {
     let end = h2_one(&gw, &head(b"GET", b"/public/x"), None).await;
     assert_eq!(end, H2End::Status(200));
     assert_eq!(up.last().expect("forwarded").target, "/public/x");
+}
+
+/// `X-Request-Id` differs on every response: HPACK-indexing it would fill the client's table
+/// with values never sent again (and cost the encoder a comparison against each of them), so
+/// it goes as a never-indexed literal, every time.
+#[tokio::test]
+async fn the_request_id_a_response_carries_is_never_indexed() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&fixture_yaml(&up.url())).await;
+    let mut conn = H2Raw::open(&gw).await;
+    for stream in [1, 3, 5] {
+        assert!(
+            conn.request(stream, &head(b"GET", b"/public/x"), true)
+                .await
+        );
+        let block = conn
+            .response_block(stream, Duration::from_secs(3))
+            .await
+            .expect("a response");
+        // The upstream's own headers may be indexed; the id is the one never-indexed field.
+        let kinds = new_name_literals(&block).expect("a well-formed header block");
+        assert_eq!(
+            kinds.iter().filter(|&&kind| kind == 0x10).count(),
+            1,
+            "stream {stream}: {kinds:02x?} in {block:02x?}"
+        );
+    }
 }
