@@ -1,7 +1,7 @@
 //! The bearer credential on proxied requests: `Authorization` parsing (RFC 6750 §2.1) and
 //! the [`Identity`] a verified token proves.
 
-use std::collections::HashMap;
+use crate::auth::user::Users;
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -55,7 +55,7 @@ impl Identity {
 pub fn identify(
     keys: &TokenKeys,
     vocabulary: &Vocabulary,
-    users: &HashMap<String, User>,
+    users: &Users,
     token: &str,
     now: u64,
     keep_claims: &[ClaimPath],
@@ -164,7 +164,7 @@ fn identity(
 /// the store, that user's current state (disabled, scopes) still applies; if not, it speaks
 /// for an identity outside the store and stands on its signature alone (`Ok(None)`).
 fn current_user<'u>(
-    users: &'u HashMap<String, User>,
+    users: &'u Users,
     token: &VerifiedToken,
 ) -> Result<Option<&'u User>, TokenError> {
     let user = match (users.get(&token.subject), &token.credential_version) {

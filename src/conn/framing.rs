@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 pub use crate::conn::head::HeadFacts;
-use crate::conn::head::{head_end, Framing, ParsedHead};
+use crate::conn::head::{Framing, ParsedHead};
 use crate::conn::observed_io::ReadObserver;
 
 /// Heads that may wait for the service. hyper reads at most its buffer (≤ 1 MiB) ahead, so a
@@ -147,12 +147,12 @@ impl HeadScanner {
             // The usual case: the whole head arrived in one read. Judge it where it lies
             // rather than copying it.
             let rest = &bytes[used..];
-            if let Some(end) = head_end(rest) {
+            if let Some((parsed, end)) = ParsedHead::parse(rest) {
                 if end > self.max_head_bytes {
                     self.stop();
                     return bytes.len();
                 }
-                self.end_head(ParsedHead::parse(&rest[..end]));
+                self.end_head(parsed);
                 return used + end;
             }
         }
@@ -170,7 +170,8 @@ impl HeadScanner {
             let blank = line.is_empty() || line == b"\r";
             self.line_start = self.head.len();
             if blank {
-                let parsed = ParsedHead::parse(&self.head);
+                // The head ends in the blank line just kept, so it parses whole.
+                let parsed = ParsedHead::parse(&self.head).map_or(ParsedHead::REFUSED, |(p, _)| p);
                 self.release_head();
                 self.end_head(parsed);
                 return used;

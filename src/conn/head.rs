@@ -49,24 +49,24 @@ pub(crate) struct ParsedHead {
 }
 
 impl ParsedHead {
+    /// The head at the start of `bytes`, if it is all there: its facts and framing, and where
+    /// it ends (just past its blank line). One pass over the lines; the blank line is the first
+    /// empty one, as hyper finds it.
+    ///
     /// Mirrors hyper's server-side rules (proto/h1/role.rs): `Transfer-Encoding` only in
     /// HTTP/1.1 and ending in `chunked`; every `Content-Length` a plain number, all equal.
-    pub(crate) fn parse(head: &[u8]) -> ParsedHead {
-        let mut start = 0;
-        let mut lines = memchr::memchr_iter(b'\n', head)
-            .map(|end| {
-                let line = &head[start..end];
-                start = end + 1;
-                line
-            })
-            .map(trim_cr);
-        let request_line = lines.next().unwrap_or_default();
+    pub(crate) fn parse(bytes: &[u8]) -> Option<(ParsedHead, usize)> {
+        let first_end = memchr::memchr(b'\n', bytes)?;
+        let request_line = trim_cr(&bytes[..first_end]);
+        if request_line.is_empty() {
+            return Some((ParsedHead::REFUSED, first_end + 1));
+        }
         let mut parts = request_line.splitn(3, |&b| b == b' ');
         let method = parts.next().unwrap_or_default();
         let target = parts.next().unwrap_or_default();
         let http11 = parts.next() == Some(b"HTTP/1.1".as_slice());
 
-        let fragment_at = target.iter().position(|&b| b == b'#');
+        let fragment_at = memchr::memchr(b'#', target);
         let origin_target = &target[..fragment_at.unwrap_or(target.len())];
         let request_line = origin_target
             .starts_with(b"/")
@@ -75,8 +75,19 @@ impl ParsedHead {
         let mut te_chunked = None;
         let mut content_length: Option<Option<u64>> = None;
         let mut refused = false;
-        for line in lines.filter(|l| !l.is_empty()) {
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let mut start = first_end + 1;
+        loop {
+            let end = start + memchr::memchr(b'\n', &bytes[start..])?;
+            let line = trim_cr(&bytes[start..end]);
+            start = end + 1;
+            let Some(&first) = line.first() else {
+                break;
+            };
+            // Only two names matter here; every other line is passed over on its first byte.
+            if !matches!(first | 0x20, b't' | b'c') {
+                continue;
+            }
+            let Some(colon) = memchr::memchr(b':', line) else {
                 continue;
             };
             let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
@@ -98,28 +109,20 @@ impl ParsedHead {
             (None, Some(None)) => Framing::Refused,
             (None, None) => Framing::None,
         };
-        ParsedHead {
-            facts: HeadFacts {
-                ambiguous_framing: te_chunked.is_some() && content_length.is_some(),
-                fragment: fragment_at.is_some(),
-                request_line,
-            },
-            framing,
-        }
+        let facts = HeadFacts {
+            ambiguous_framing: te_chunked.is_some() && content_length.is_some(),
+            fragment: fragment_at.is_some(),
+            request_line,
+        };
+        Some((ParsedHead { facts, framing }, start))
     }
-}
 
-/// Where the head at the start of `bytes` ends (just past its blank line), if it is all there.
-pub(crate) fn head_end(bytes: &[u8]) -> Option<usize> {
-    let mut line_start = 0;
-    for newline in memchr::memchr_iter(b'\n', bytes) {
-        let line = &bytes[line_start..newline];
-        if line.is_empty() || line == b"\r" {
-            return Some(newline + 1);
-        }
-        line_start = newline + 1;
-    }
-    None
+    /// A head that is only a blank line (the scanner skips those before a request line, so
+    /// this is never reached from it): hyper refuses it.
+    pub(crate) const REFUSED: ParsedHead = ParsedHead {
+        facts: HeadFacts::UNKNOWN,
+        framing: Framing::Refused,
+    };
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -169,4 +172,41 @@ fn line_digest_bytes(method: &[u8], target: &[u8]) -> u64 {
         .chain(b" ")
         .chain(target)
         .fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(head: &[u8]) -> Option<(Framing, bool, usize)> {
+        ParsedHead::parse(head).map(|(p, end)| (p.framing, p.facts.ambiguous_framing, end))
+    }
+
+    #[test]
+    fn framing_names_match_in_any_case_and_no_other_name_counts() {
+        let head = b"POST /a HTTP/1.1\r\nTRANSFER-Encoding: gzip, Chunked\r\n\r\nrest";
+        assert_eq!(parse(head), Some((Framing::Chunked, false, head.len() - 4)));
+        let head = b"POST /a HTTP/1.1\r\ncontent-LENGTH: 7\r\nX-Content-Length: 9\r\n\r\n";
+        assert_eq!(parse(head), Some((Framing::Length(7), false, head.len())));
+        let head = b"POST /a HTTP/1.1\nContent-Length: 7\nTransfer-Encoding: chunked\n\n";
+        assert_eq!(parse(head), Some((Framing::Chunked, true, head.len())));
+        let head = b"POST /a HTTP/1.1\r\nContent-Length: 7\r\nContent-Length: 8\r\n\r\n";
+        assert_eq!(parse(head), Some((Framing::Refused, false, head.len())));
+        // Chunked only ends an HTTP/1.1 body; a name with leading space is not the header.
+        let head = b"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(parse(head), Some((Framing::Refused, false, head.len())));
+        let head = b"POST /a HTTP/1.1\r\n Content-Length: 7\r\n\r\n";
+        assert_eq!(parse(head), Some((Framing::None, false, head.len())));
+    }
+
+    #[test]
+    fn a_head_is_complete_only_with_its_blank_line() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r"), None);
+        assert_eq!(parse(b"GET / HTTP/1.1"), None);
+        let (head, end) = ParsedHead::parse(b"GET /x#frag HTTP/1.1\r\n\r\nGET /y").unwrap();
+        assert_eq!(end, 24);
+        assert!(head.facts.fragment);
+        assert!(head.facts.describes("GET", Some("/x")));
+    }
 }

@@ -75,7 +75,9 @@ pub async fn send(
         },
         None => request,
     };
-    let mut sender = connect(origin).await?;
+    // Boxed: connecting (TCP, TLS, handshake) is the rare path, and unboxed its state would
+    // more than double the size of every request's future, which is moved and kept per request.
+    let mut sender = Box::pin(connect(origin)).await?;
     let response = sender.send_request(request).await?;
     Ok(park(origin, sender, response))
 }

@@ -21,49 +21,63 @@ pub const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// RFC 9110 §7.6.1 hop-by-hop headers plus framing, which the gateway sets itself.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-    "content-length",
-];
+///
+/// These lists are `match`es rather than slices searched in turn: every header of every
+/// request is checked against all of them, and a `match` on a string compares only the
+/// candidates of the same length.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "http2-settings"
+            | "content-length"
+    )
+}
 
 /// Headers that only the gateway may set, or that make an upstream re-route or re-method a
-/// request after the gateway authorised it (override headers, framework internals).
-const GATEWAY_OWNED: &[&str] = &[
-    "forwarded",
-    "x-real-ip",
-    "true-client-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "client-ip",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-    "x-original-method",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-middleware-subrequest",
-    "x-remote-user",
-    "remote-user",
-];
-
-/// Prefixes of gateway-owned header families.
-const GATEWAY_OWNED_PREFIXES: &[&str] = &[
-    "x-forwarded-",
-    "x-envoy-",
-    "x-gateway-",
-    "x-portcullis-",
-    "x-auth-request-",
-];
+/// request after the gateway authorised it (override headers, framework internals), and the
+/// gateway-owned header families by prefix.
+pub fn is_gateway_owned(name: &str) -> bool {
+    let named = matches!(
+        name,
+        "forwarded"
+            | "x-real-ip"
+            | "true-client-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "client-ip"
+            | "x-original-url"
+            | "x-original-uri"
+            | "x-rewrite-url"
+            | "x-original-method"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "x-middleware-subrequest"
+            | "x-remote-user"
+            | "remote-user"
+    );
+    named
+        || name.strip_prefix("x-").is_some_and(|rest| {
+            [
+                "forwarded-",
+                "envoy-",
+                "gateway-",
+                "portcullis-",
+                "auth-request-",
+            ]
+            .iter()
+            .any(|family| rest.starts_with(family))
+        })
+}
 
 /// Headers a client may list in `Connection` without that removing them: framing, routing and
 /// credentials are decided by the gateway, never dropped at a client's request.
@@ -72,11 +86,6 @@ fn connection_may_remove(name: &str) -> bool {
         name,
         "host" | "authorization" | "content-length" | "transfer-encoding" | "te"
     ) && !is_gateway_owned(name)
-}
-
-/// True for names the client can never pass through.
-pub fn is_gateway_owned(name: &str) -> bool {
-    GATEWAY_OWNED.contains(&name) || GATEWAY_OWNED_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Remove the headers a message's `Connection` field lists (RFC 9110 §7.6.1), except those
@@ -107,7 +116,7 @@ pub fn strip_request(headers: &mut HeaderMap) {
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            HOP_BY_HOP.contains(&name) || is_gateway_owned(name) || name.contains('_')
+            is_hop_by_hop(name) || is_gateway_owned(name) || name.as_bytes().contains(&b'_')
         })
         .cloned()
         .collect();
@@ -126,7 +135,7 @@ pub fn strip_response(headers: &mut HeaderMap) {
     }
     // One look at each name; most responses carry none of these, and then nothing is built.
     let hop_by_hop =
-        |name: &HeaderName| name != header::CONTENT_LENGTH && HOP_BY_HOP.contains(&name.as_str());
+        |name: &HeaderName| name != header::CONTENT_LENGTH && is_hop_by_hop(name.as_str());
     if headers.keys().any(hop_by_hop) {
         let doomed: Vec<HeaderName> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
         for name in doomed {

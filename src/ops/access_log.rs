@@ -95,93 +95,148 @@ impl AccessRecord<'_> {
     }
 
     fn render_json(&self, out: &mut Vec<u8>) {
-        let field = |out: &mut Vec<u8>, key: &str| {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
-        };
-        let string = |out: &mut Vec<u8>, key: &str, value: &str| {
-            field(out, key);
+        // Keys carry their punctuation, so each field is one copy plus its value.
+        let string = |out: &mut Vec<u8>, key: &[u8], value: &str| {
+            out.extend_from_slice(key);
             push_json_string(out, value);
         };
+        out.reserve(LINE_CAPACITY);
         out.extend_from_slice(b"{\"timestamp\":\"");
         push_timestamp(out, SystemTime::now());
         out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\"");
-        string(out, "request_id", self.request_id());
-        string(out, "trace_id", self.trace_id);
-        field(out, "client");
-        out.push(b'"');
+        string(out, b",\"request_id\":", self.request_id());
+        string(out, b",\"trace_id\":", self.trace_id);
+        out.extend_from_slice(b",\"client\":\"");
         push_socket_addr(out, self.client);
         out.push(b'"');
-        string(out, "method", self.method.as_str());
-        string(out, "path", self.path);
-        string(out, "route", self.route);
-        string(out, "user", self.user);
-        string(out, "decision", self.decision);
-        self.render_figures(out, field);
+        string(out, b",\"method\":", self.method.as_str());
+        string(out, b",\"path\":", self.path);
+        string(out, b",\"route\":", self.route);
+        string(out, b",\"user\":", self.user);
+        string(out, b",\"decision\":", self.decision);
+        self.render_figures(out, &JSON_KEYS);
         out.extend_from_slice(b"}\n");
     }
 
-    /// The numeric fields both formats end with, in the same order; `field` writes a key
-    /// with the format's separators.
-    fn render_figures(&self, out: &mut Vec<u8>, field: impl Fn(&mut Vec<u8>, &str)) {
-        field(out, "status");
+    /// The numeric fields both formats end with, in the same order, each key written with
+    /// the format's separators.
+    fn render_figures(&self, out: &mut Vec<u8>, keys: &FigureKeys) {
+        out.extend_from_slice(keys.status);
         push_u64(out, u64::from(self.status.as_u16()));
         if let Some(upstream) = self.upstream_latency {
-            field(out, "upstream_ms");
+            out.extend_from_slice(keys.upstream_ms);
             push_millis(out, upstream);
         }
-        field(out, "headers_ms");
+        out.extend_from_slice(keys.headers_ms);
         push_millis(out, self.head);
-        field(out, "total_ms");
+        out.extend_from_slice(keys.total_ms);
         push_millis(out, self.total);
         if let Some(bytes) = self.bytes_in {
-            field(out, "bytes_in");
+            out.extend_from_slice(keys.bytes_in);
             push_u64(out, bytes);
         }
         if let Some(bytes) = self.bytes_out {
-            field(out, "bytes_out");
+            out.extend_from_slice(keys.bytes_out);
             push_u64(out, bytes);
         }
     }
 
     /// The line tracing's default formatter would write for the same event.
     fn render_pretty(&self, out: &mut Vec<u8>) {
-        let field = |out: &mut Vec<u8>, key: &str| {
-            out.push(b' ');
-            out.extend_from_slice(key.as_bytes());
-            out.push(b'=');
-        };
-        let escaped = |out: &mut Vec<u8>, key: &str, value: &str| {
-            field(out, key);
+        let escaped = |out: &mut Vec<u8>, key: &[u8], value: &str| {
+            out.extend_from_slice(key);
             push_debug_escaped(out, value);
         };
-        let verbatim = |out: &mut Vec<u8>, key: &str, value: &str| {
-            field(out, key);
-            out.extend_from_slice(value.as_bytes());
-        };
+        out.reserve(LINE_CAPACITY);
         push_timestamp(out, SystemTime::now());
         out.extend_from_slice(b"  INFO access:");
-        escaped(out, "request_id", self.request_id());
-        verbatim(out, "trace_id", self.trace_id);
-        field(out, "client");
+        escaped(out, b" request_id=", self.request_id());
+        out.extend_from_slice(b" trace_id=");
+        out.extend_from_slice(self.trace_id.as_bytes());
+        out.extend_from_slice(b" client=");
         push_socket_addr(out, self.client);
-        escaped(out, "method", self.method.as_str());
-        verbatim(out, "path", self.path);
-        escaped(out, "route", self.route);
-        escaped(out, "user", self.user);
-        field(out, "decision");
-        out.push(b'"');
+        escaped(out, b" method=", self.method.as_str());
+        out.extend_from_slice(b" path=");
+        out.extend_from_slice(self.path.as_bytes());
+        escaped(out, b" route=", self.route);
+        escaped(out, b" user=", self.user);
+        out.extend_from_slice(b" decision=\"");
         push_debug_escaped(out, self.decision);
         out.push(b'"');
-        self.render_figures(out, field);
+        self.render_figures(out, &PRETTY_KEYS);
         out.push(b'\n');
     }
 }
 
+/// Room for a typical line, reserved once so the field writes below never reallocate.
+const LINE_CAPACITY: usize = 512;
+
+/// The keys of the numeric fields, with their format's separators.
+struct FigureKeys {
+    status: &'static [u8],
+    upstream_ms: &'static [u8],
+    headers_ms: &'static [u8],
+    total_ms: &'static [u8],
+    bytes_in: &'static [u8],
+    bytes_out: &'static [u8],
+}
+
+const JSON_KEYS: FigureKeys = FigureKeys {
+    status: b",\"status\":",
+    upstream_ms: b",\"upstream_ms\":",
+    headers_ms: b",\"headers_ms\":",
+    total_ms: b",\"total_ms\":",
+    bytes_in: b",\"bytes_in\":",
+    bytes_out: b",\"bytes_out\":",
+};
+
+const PRETTY_KEYS: FigureKeys = FigureKeys {
+    status: b" status=",
+    upstream_ms: b" upstream_ms=",
+    headers_ms: b" headers_ms=",
+    total_ms: b" total_ms=",
+    bytes_in: b" bytes_in=",
+    bytes_out: b" bytes_out=",
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pretty_line_has_the_fields_of_a_tracing_event_in_order() {
+        let request_id = HeaderValue::from_static("abc");
+        let record = AccessRecord {
+            request_id: &request_id,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            client: "127.0.0.1:1".parse().unwrap(),
+            method: &Method::GET,
+            path: "/a",
+            route: "r\"1",
+            user: "u",
+            decision: "allow",
+            status: StatusCode::OK,
+            upstream_latency: Some(Duration::from_micros(1500)),
+            bytes_in: None,
+            bytes_out: Some(5),
+            head: Duration::from_millis(1),
+            total: Duration::from_millis(2),
+        };
+        let mut out = Vec::new();
+        record.render_pretty(&mut out);
+        let line = String::from_utf8(out).unwrap();
+        let (timestamp, rest) = line.split_once("  INFO").unwrap();
+        assert!(
+            timestamp.ends_with('Z') && timestamp.len() == 27,
+            "{timestamp}"
+        );
+        assert_eq!(
+            rest,
+            " access: request_id=abc trace_id=4bf92f3577b34da6a3ce929d0e0e4736 \
+             client=127.0.0.1:1 method=GET path=/a route=r\\\"1 user=u decision=\"allow\" \
+             status=200 upstream_ms=1.500 headers_ms=1.000 total_ms=2.000 bytes_out=5\n"
+        );
+    }
 
     #[test]
     fn json_line_escapes_untrusted_fields() {

@@ -34,12 +34,16 @@ pub fn build_upstream_request(
     let (path, identity, request_id) = (ctx.path.as_str(), ctx.identity.as_ref(), &ctx.request_id);
     let (mut parts, body) = request.into_parts();
     let websocket = is_websocket_upgrade(&parts);
-    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
+    let host_header = parts.headers.get(header::HOST).cloned();
+    // An HTTP/2 client names the host in `:authority` only; the upstream gets it as Host.
+    let authority_host = match host_header {
+        Some(_) => None,
+        None => parts
             .uri
             .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let client_host = host_header.or(authority_host.clone());
     let peer_trusted = snapshot.config.is_trusted_proxy(conn.peer.ip());
     // Behind no trusted proxy the value is the peer alone, rendered once per connection.
     let xff = match peer_trusted {
@@ -52,8 +56,11 @@ pub fn build_upstream_request(
     headers::strip_request(&mut parts.headers);
 
     let h = &mut parts.headers;
+    // A Host the client sent stays where it is: the strip above never removes it.
+    if let Some(host) = authority_host {
+        h.insert(header::HOST, host);
+    }
     if let Some(host) = &client_host {
-        h.insert(header::HOST, host.clone());
         h.insert(FORWARDED_HOST, host.clone());
     }
     h.insert(FORWARDED_FOR, xff);

@@ -15,7 +15,7 @@ use crate::error::PathError;
 use crate::error::{CorsRefusal, Failure};
 use crate::policy::authz::{ScopeSet, Vocabulary};
 use crate::policy::cors::CorsPolicy;
-use crate::policy::path;
+use crate::policy::path::{self, split_once_byte};
 use crate::policy::routes::{Access, Route, RouteTable};
 use crate::policy::well_known::{well_known, WellKnown};
 
@@ -309,7 +309,7 @@ pub fn routing_host(host: &str) -> Result<Cow<'_, str>, Failure> {
         };
         (&host[..inside.len() + 2], port)
     } else {
-        match host.split_once(':') {
+        match split_once_byte(host, b':') {
             Some((name, port)) => (name, Some(port)),
             None => (host, None),
         }

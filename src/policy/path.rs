@@ -113,21 +113,33 @@ pub fn normalise(path: &str) -> Result<String, PathError> {
 /// refused) and no empty or dot segments but a trailing empty one. Most requests are, and
 /// then nothing needs decoding or rebuilding.
 fn is_canonical(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
+    let Some(rest) = path.as_bytes().strip_prefix(b"/") else {
         return false;
     };
     let plain = |b: u8| matches!(b, 0x21..=0x7E) && !matches!(b, b'%' | b'\\' | b';' | b'#' | b'?');
-    if !rest.bytes().all(plain) {
-        return false;
-    }
-    let mut segments = rest.split('/').peekable();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        if matches!(segment, "." | "..") || (segment.is_empty() && !last) {
+    // One pass over the bytes (this runs on every request).
+    let mut segment_start = 0;
+    for (at, &b) in rest.iter().enumerate() {
+        if !plain(b) {
             return false;
         }
+        if b == b'/' {
+            if matches!(&rest[segment_start..at], b"" | b"." | b"..") {
+                return false;
+            }
+            segment_start = at + 1;
+        }
     }
-    true
+    // The last segment may be empty (a trailing slash), never a dot segment.
+    !matches!(&rest[segment_start..], b"." | b"..")
+}
+
+/// `s` split around the first `byte` (an ASCII byte, so both sides stay `str`s). What
+/// `str::split_once` does, at a fraction of its cost on the short strings of a request line.
+pub fn split_once_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
+    debug_assert!(byte.is_ascii());
+    let at = memchr::memchr(byte, s.as_bytes())?;
+    Some((&s[..at], &s[at + 1..]))
 }
 
 fn normalise_in_full(path: &str) -> Result<String, PathError> {

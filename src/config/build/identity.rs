@@ -3,9 +3,9 @@
 use super::file::Spanned;
 use super::*;
 use crate::auth::password::PasswordHash;
-use crate::auth::user::{credential_version, Profile, User};
+use crate::auth::user::{credential_version, Profile, User, Users};
 use crate::policy::authz::Vocabulary;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 impl Builder {
@@ -38,14 +38,14 @@ impl Builder {
         vocabulary: &Vocabulary,
         files: &mut Vec<PathBuf>,
         digest_input: &mut String,
-    ) -> Result<HashMap<String, User>, ConfigError> {
+    ) -> Result<Users, ConfigError> {
         match (&raw.users, &raw.users_file) {
             (Some(_), Some(v)) => Err(self.at(
                 v,
                 "users_file: give either `users:` or `users_file:`, not both",
             )),
             (Some(users), None) => self.user_records(users, vocabulary),
-            (None, None) => Ok(HashMap::new()),
+            (None, None) => Ok(Users::default()),
             (None, Some(v)) => {
                 let path = self.resolve(&self.string(v, "users_file")?);
                 let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -71,8 +71,8 @@ impl Builder {
         &self,
         raw: &BTreeMap<String, Spanned<file::UserFile>>,
         vocabulary: &Vocabulary,
-    ) -> Result<HashMap<String, User>, ConfigError> {
-        let mut users = HashMap::with_capacity(raw.len());
+    ) -> Result<Users, ConfigError> {
+        let mut users = Users::with_capacity_and_hasher(raw.len(), Default::default());
         for (name, user) in raw {
             if !valid_username(name) {
                 return Err(self.at(user, format!(

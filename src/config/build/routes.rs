@@ -9,7 +9,7 @@ use crate::policy::claims::ClaimRules;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::rate_limit::RateLimit;
 use crate::policy::routes::{Access, Route, RouteTable};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// What a route inherits from the top level unless it says otherwise.
@@ -37,7 +37,7 @@ impl Builder {
         &self,
         raw: &[Spanned<file::RouteFile>],
         vocabulary: &Vocabulary,
-        upstreams: &HashMap<String, Upstream>,
+        upstreams: &ByName<Upstream>,
         extra_methods: &ExtraMethods,
         issuers: &[IssuerSettings],
         defaults: RouteDefaults<'_>,

@@ -8,7 +8,7 @@ use super::upstream_tls::{self, ClientIdentityPem, UpstreamTls};
 use super::*;
 use http::uri::{Authority, Scheme};
 use rustls::RootCertStore;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +46,8 @@ impl Builder {
         &self,
         raw: &BTreeMap<String, Spanned<file::UpstreamFile>>,
         inputs: &mut Inputs<'_>,
-    ) -> Result<HashMap<String, Upstream>, ConfigError> {
-        let mut upstreams = HashMap::with_capacity(raw.len());
+    ) -> Result<ByName<Upstream>, ConfigError> {
+        let mut upstreams = ByName::with_capacity_and_hasher(raw.len(), Default::default());
         for (name, spanned) in raw {
             let (url, connect, timeout, pass_token, tls) = match &spanned.value {
                 file::UpstreamFile::Url(url) => (url.clone(), None, None, false, None),
