@@ -107,6 +107,10 @@ pub fn rewrite_upstream_urls(
     // Parsed only when a URL header is there: most responses have none.
     let mut client_origin: Option<Option<Authority>> = None;
     for name in URL_HEADERS {
+        // `entry` reserves room for an insert (and may grow the map): look first.
+        if !headers.contains_key(&name) {
+            continue;
+        }
         let Entry::Occupied(mut entry) = headers.entry(name) else {
             continue;
         };
