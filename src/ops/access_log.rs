@@ -10,7 +10,8 @@ use http::{Method, StatusCode};
 
 use crate::config::LogFormat;
 use crate::ops::log_text::{
-    push_debug_escaped, push_json_string, push_millis, push_socket_addr, push_timestamp, push_u64,
+    push_debug_escaped, push_json_plain, push_json_string, push_millis, push_socket_addr,
+    push_timestamp, push_u64,
 };
 use crate::ops::metrics::Metrics;
 
@@ -105,15 +106,20 @@ impl AccessRecord<'_> {
         push_timestamp(out, SystemTime::now());
         out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"access\"");
         string(out, b",\"request_id\":", self.request_id());
-        string(out, b",\"trace_id\":", self.trace_id);
+        // Hex digits, a method token (hyper refuses others) and a label of ours: nothing to
+        // escape in these three.
+        out.extend_from_slice(b",\"trace_id\":");
+        push_json_plain(out, self.trace_id);
         out.extend_from_slice(b",\"client\":\"");
         push_socket_addr(out, self.client);
         out.push(b'"');
-        string(out, b",\"method\":", self.method.as_str());
+        out.extend_from_slice(b",\"method\":");
+        push_json_plain(out, self.method.as_str());
         string(out, b",\"path\":", self.path);
         string(out, b",\"route\":", self.route);
         string(out, b",\"user\":", self.user);
-        string(out, b",\"decision\":", self.decision);
+        out.extend_from_slice(b",\"decision\":");
+        push_json_plain(out, self.decision);
         self.render_figures(out, &JSON_KEYS);
         out.extend_from_slice(b"}\n");
     }

@@ -39,6 +39,18 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// `s` as a JSON string when it is known to need no escaping (hex ids, HTTP method tokens,
+/// the gateway's own labels): no scan.
+pub fn push_json_plain(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(
+        !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'),
+        "{s:?}"
+    );
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
 pub fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
