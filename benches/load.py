@@ -4,6 +4,8 @@
 same HS256 token (scope read:items) on every request:
 
   passthrough  examples/passthrough.rs, bare hyper + rustls, no auth (the baseline)
+  passthrough-pool  the same forwarding with the gateway's own upstream client (like for like:
+               what it leaves between itself and the gateway is the gateway's own work)
   nginx        TLS proxy, no auth
   haproxy      jwt_verify HS256 (alg pinned, iss, exp) + the same scope rules as the gateway
   gateway      portcullis: 50 routes, HS256 token + scope check on every request
@@ -17,11 +19,12 @@ token -> 401, a POST needing write:items with a read-only token -> 403).
 Rounds are interleaved (A B C D, then D C B A, ...). Per peer and protocol it prints req/s
 (median, min-max), the ratio to the pass-through's median, p50/p99 (h2: from h2load's
 per-request log), the peer's CPU microseconds per request (utime+stime over its whole process
-tree from /proc, upstream excluded) and its RSS (tree) idle and after the load, then a
-Markdown table. Traffic goes to 127.0.0.1 only; every run is bounded in time.
+tree from /proc, upstream excluded) and its RSS (tree) idle and after the load, with the
+anonymous part apart from the program's code pages, then a Markdown table. Traffic goes to 127.0.0.1 only; every run is bounded in time.
 
     python3 benches/load.py [--rounds 5] [--duration 5] [--connections 64] [--workers 1]
-                            [--peers passthrough,nginx,haproxy,gateway] [--require-peers]
+                            [--peers passthrough,passthrough-pool,nginx,haproxy,gateway]
+                            [--require-peers]
                             [--server-cpus LIST] [--upstream-cpus LIST] [--load-cpus LIST]
                             [--h2-connections 8] [--h2-streams 4] [--wrk-threads 1]
                             [--rate-limit] [--login-flood] [--idle-connections N]
@@ -76,7 +79,7 @@ def parse_args():
     ap.add_argument("--workers", type=int, default=1,
                     help="serving threads of every peer (gateway PORTCULLIS_WORKERS, passthrough's "
                          "argument, nginx worker_processes, haproxy nbthread)")
-    ap.add_argument("--peers", default="passthrough,nginx,haproxy,gateway", help="comma list, from: " + ",".join(peers.PEERS))
+    ap.add_argument("--peers", default="passthrough,passthrough-pool,nginx,haproxy,gateway", help="comma list, from: " + ",".join(peers.PEERS))
     ap.add_argument("--base-gateway", metavar="PATH",
                     help="a portcullis binary built from an earlier commit, measured as peer gateway-base")
     ap.add_argument("--require-peers", action="store_true", help="a missing peer is an error, not a note")
@@ -256,6 +259,11 @@ def report(args, results, rss):
         print("\nratios gateway / pass-through (medians):")
         print(f"  h1 throughput {med(g1, 'rps') / med(p1, 'rps'):.3f}   p50 {med(g1, 'p50') / med(p1, 'p50'):.3f}   p99 {med(g1, 'p99') / med(p1, 'p99'):.3f}")
         print(f"  h2 throughput {med(g2, 'rps') / med(p2, 'rps'):.3f}   mean latency {med(g2, 'mean') / med(p2, 'mean'):.3f}")
+    for proto in ("h1", "h2"):
+        if ("gateway", proto) in results and ("passthrough-pool", proto) in results:
+            g, p = results[("gateway", proto)], results[("passthrough-pool", proto)]
+            print(f"  {proto} gateway - passthrough-pool (same upstream client): "
+                  f"{med(g, 'cpu_us') - med(p, 'cpu_us'):.1f} CPU us per request")
     print("\nRSS KiB (process tree)  idle: " + ", ".join(f"{n} {v[0][0]}" for n, v in rss.items())
           + ";  after load: " + ", ".join(f"{n} {v[1][0]}" for n, v in rss.items()))
     print("anonymous RSS KiB (without code pages)  idle: " + ", ".join(f"{n} {v[0][1]}" for n, v in rss.items())

@@ -4,6 +4,8 @@ Peers, all on 127.0.0.1 in front of the same upstream (examples/upstream.rs), al
 same self-signed ECDSA P-256 certificate with TLS 1.2/1.3 and ALPN h2,http/1.1:
 
   passthrough  examples/passthrough.rs: bare hyper + rustls, no auth (the baseline)
+  passthrough-pool  the same, forwarding with the gateway's own upstream client: like for
+               like with the gateway, so the difference is the gateway's own per-request work
   nginx        Debian's `nginx`: TLS proxy, no auth (benches/peers/nginx.conf)
   haproxy      Debian's `haproxy` 2.6+: `jwt_verify` HS256 + scope rules (benches/peers/haproxy.cfg)
   gateway      portcullis with the config written by gateway_config() below
@@ -25,7 +27,7 @@ import uuid
 
 from benchlib import RELEASE, ROOT, free_port, wait_port
 
-PEERS = ("passthrough", "nginx", "haproxy", "gateway", "gateway-base")
+PEERS = ("passthrough", "passthrough-pool", "nginx", "haproxy", "gateway", "gateway-base")
 AUTH_PEERS = ("haproxy", "gateway", "gateway-base")
 SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 ISSUER = "portcullis"
@@ -224,10 +226,15 @@ def start_upstream(ctx):
     return Peer("upstream", port, proc)
 
 
-def start_passthrough(ctx, port):
+def start_passthrough(ctx, port, name="passthrough", client="hyper-util"):
     cmd = [f"{RELEASE}/examples/passthrough", f"127.0.0.1:{port}", f"127.0.0.1:{ctx.upstream_port}",
            str(ctx.workers), ctx.cert, ctx.key]
-    return subprocess.Popen(pinned(cmd, ctx.server_cpus), stderr=_log(ctx, "passthrough"))
+    env = dict(os.environ, PASSTHROUGH_CLIENT=client)
+    return subprocess.Popen(pinned(cmd, ctx.server_cpus), stderr=_log(ctx, name), env=env)
+
+
+def start_passthrough_pool(ctx, port):
+    return start_passthrough(ctx, port, "passthrough-pool", "gateway")
 
 
 def start_nginx(ctx, port):
@@ -283,7 +290,8 @@ def start_gateway_base(ctx, port):
     return start_gateway(ctx, port, "gateway-base", ctx.base_gateway)
 
 
-STARTERS = {"passthrough": start_passthrough, "nginx": start_nginx,
+STARTERS = {"passthrough": start_passthrough, "passthrough-pool": start_passthrough_pool,
+            "nginx": start_nginx,
             "haproxy": start_haproxy, "gateway": start_gateway, "gateway-base": start_gateway_base}
 
 

@@ -6,11 +6,20 @@
 //! e.g. `127.0.0.1:8444 127.0.0.1:9000`. CERT and KEY are PEM files (the load benchmark gives
 //! every peer the same certificate); without them a self-signed development certificate is
 //! made, as the gateway does when its config has no `tls:`.
+//!
+//! It forwards with hyper-util's pooled client, the usual choice for a bare hyper proxy. With
+//! `PASSTHROUGH_CLIENT=gateway` it forwards with the gateway's own upstream client instead
+//! (`portcullis::forward::client`, a per-thread pool without hashing or per-request tasks):
+//! the like-for-like yardstick, so that what remains between the two is the gateway's own
+//! work (authentication, routing, header rewriting, logging, metrics).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, HOST};
+use hyper::http::uri::{Authority, Uri};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -19,9 +28,18 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portcullis::body::ResponseBody;
 use portcullis::config::TlsPaths;
+use portcullis::forward::client::{self, Origin};
+use portcullis::forward::request_body::{BodyLimits, GuardedBody};
 use tokio_rustls::TlsAcceptor;
 
-type Upstream = Client<HttpConnector, Incoming>;
+/// How requests reach the upstream.
+#[derive(Clone)]
+enum Forwarder {
+    /// hyper-util's pooled client.
+    Legacy(Client<HttpConnector, Incoming>, Arc<str>),
+    /// The gateway's per-thread pool.
+    Gateway(Arc<Authority>),
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -75,24 +93,30 @@ pub async fn serve(
     upstream: Arc<str>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Upstream = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+    let forwarder = if std::env::var("PASSTHROUGH_CLIENT").as_deref() == Ok("gateway") {
+        let authority = upstream
+            .parse()
+            .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
+        Forwarder::Gateway(Arc::new(authority))
+    } else {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Forwarder::Legacy(client, upstream)
+    };
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let client = client.clone();
-        let upstream = upstream.clone();
+        let forwarder = forwarder.clone();
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let service =
-                service_fn(move |request| forward(client.clone(), upstream.clone(), request));
+            let service = service_fn(move |request| forward(forwarder.clone(), request));
             let io = TokioIo::new(tls);
             if h2 {
                 // hyper's HTTP/2 defaults: none of initial_stream_window_size,
@@ -110,8 +134,7 @@ pub async fn serve(
 }
 
 async fn forward(
-    client: Upstream,
-    upstream: Arc<str>,
+    forwarder: Forwarder,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (mut parts, body) = request.into_parts();
@@ -120,14 +143,42 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    parts.uri = match format!("http://{upstream}{path}").parse() {
-        Ok(uri) => uri,
-        Err(_) => return Ok(bad_gateway()),
-    };
     parts.version = hyper::Version::HTTP_11;
-    match client.request(Request::from_parts(parts, body)).await {
-        Ok(response) => Ok(response.map(ResponseBody::Stream)),
-        Err(_) => Ok(bad_gateway()),
+    let response = match forwarder {
+        Forwarder::Legacy(client, upstream) => {
+            parts.uri = match format!("http://{upstream}{path}").parse() {
+                Ok(uri) => uri,
+                Err(_) => return Ok(bad_gateway()),
+            };
+            client.request(Request::from_parts(parts, body)).await.ok()
+        }
+        Forwarder::Gateway(authority) => {
+            parts.uri = match Uri::try_from(path) {
+                Ok(uri) => uri,
+                Err(_) => return Ok(bad_gateway()),
+            };
+            if !parts.headers.contains_key(HOST) {
+                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                    parts.headers.insert(HOST, host);
+                }
+            }
+            let limits = BodyLimits {
+                read_timeout: Duration::from_secs(60),
+                min_rate: 1,
+                max_size: None,
+            };
+            let origin = Origin {
+                authority: &authority,
+                tls: None,
+                connect_timeout: Duration::from_secs(5),
+            };
+            let request = Request::from_parts(parts, GuardedBody::new(body, limits));
+            client::send(&origin, request).await.ok()
+        }
+    };
+    match response {
+        Some(response) => Ok(response.map(ResponseBody::Stream)),
+        None => Ok(bad_gateway()),
     }
 }
 

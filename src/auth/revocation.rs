@@ -18,7 +18,9 @@ use crate::auth::bounded;
 #[derive(Debug)]
 pub struct Revocations {
     max: usize,
-    entries: DashMap<String, u64>,
+    /// Looked up on every authenticated request: hashed with seeded foldhash, as the token
+    /// cache is (SipHash cost ~250 instructions per lookup); the table is bounded anyway.
+    entries: DashMap<String, u64, foldhash::fast::RandomState>,
     /// When each subject's revocations lapse (unix seconds), to cap how many it holds.
     by_subject: DashMap<String, Vec<u64>>,
     last_purge: Mutex<u64>,
@@ -42,7 +44,7 @@ impl Revocations {
     pub fn new(max: usize) -> Self {
         Self {
             max,
-            entries: DashMap::new(),
+            entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             by_subject: DashMap::new(),
             last_purge: Mutex::new(0),
         }
