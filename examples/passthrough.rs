@@ -35,8 +35,9 @@ use tokio_rustls::TlsAcceptor;
 /// How requests reach the upstream.
 #[derive(Clone)]
 enum Forwarder {
-    /// hyper-util's pooled client.
-    Legacy(Client<HttpConnector, Incoming>, Arc<str>),
+    /// hyper-util's pooled client (behind an `Arc`: cloned per request, and the variants
+    /// stay alike in size).
+    Legacy(Arc<Client<HttpConnector, Incoming>>, Arc<str>),
     /// The gateway's per-thread pool.
     Gateway(Arc<Authority>),
 }
@@ -104,7 +105,7 @@ pub async fn serve(
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Forwarder::Legacy(client, upstream)
+        Forwarder::Legacy(Arc::new(client), upstream)
     };
     loop {
         let (stream, _) = listener.accept().await?;
