@@ -154,7 +154,8 @@ impl HashingPool {
 
     /// Run `work` on a hashing thread and wait for its answer without blocking the caller's
     /// runtime. `work` may run twice (see the module comment), so it must be a pure function
-    /// of what it captured; the first answer is returned.
+    /// of what it captured; the first answer is returned. A job whose caller has gone away
+    /// before it reached a thread is not run at all.
     pub async fn run<R: Send + 'static>(
         &self,
         work: impl Fn() -> R + Send + Sync + 'static,
@@ -164,12 +165,15 @@ impl HashingPool {
         let answer = Mutex::new(Some(answer));
         let timing = queues.clone();
         let job: Job = Arc::new(move || {
-            if answer
+            // Nothing to do if the other run answered before this one began, or if nobody
+            // waits any more (the client went away while the job was queued).
+            let wanted = answer
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .is_none()
-            {
-                return; // the other run answered before this one began
+                .as_ref()
+                .is_some_and(|answer| !answer.is_closed());
+            if !wanted {
+                return;
             }
             let began = Instant::now();
             let verdict = work();
@@ -331,6 +335,39 @@ mod tests {
         }
         tokio::time::sleep(PATIENCE_FLOOR + Duration::from_millis(100)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn a_job_nobody_waits_for_any_more_is_not_run() {
+        let pool = HashingPool::new(1);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Mutex::new(held);
+        let mut busy = std::pin::pin!(pool.run(move || {
+            let _ = held.lock().unwrap().recv();
+        }));
+        // Polled once, so the job is queued and takes the only idle thread.
+        tokio::select! {
+            _ = &mut busy => panic!("answered while held"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let abandoned = pool.run(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        // Queued behind it; then its caller leaves.
+        tokio::select! {
+            _ = abandoned => panic!("answered while the only thread was held"),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        assert_eq!(pool.run(|| 1).await.unwrap(), 1);
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            0,
+            "ran for a caller that had left"
+        );
     }
 
     #[test]
