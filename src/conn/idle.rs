@@ -31,8 +31,9 @@ impl Activity {
     /// response head has been produced; a body still streaming after that is not held
     /// open by this, and GOAWAY lets it finish).
     pub fn begin(self: &Arc<Self>) -> InFlight {
+        // No clock read here: while a request is in progress the connection is not idle, and
+        // idleness is counted from when the last one ends.
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
         InFlight(self.clone())
     }
 
@@ -62,7 +63,11 @@ pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
+        // Only the last request to end starts the idle time (one clock read, not one per
+        // stream); stamped before the count drops, so idleness is never read from a stale time.
+        if self.0.in_flight.load(Ordering::Relaxed) == 1 {
+            self.0.touch();
+        }
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -83,5 +88,21 @@ mod tests {
         drop(second);
         std::thread::sleep(Duration::from_millis(20));
         assert!(activity.idle_for().unwrap() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn idleness_counts_from_the_last_request_to_end() {
+        let activity = Activity::new();
+        let long = activity.begin();
+        std::thread::sleep(Duration::from_millis(30));
+        let short = activity.begin();
+        drop(short);
+        std::thread::sleep(Duration::from_millis(30));
+        drop(long);
+        let idle = activity.idle_for().unwrap();
+        assert!(
+            idle < Duration::from_millis(25),
+            "idle {idle:?} counted from before the end"
+        );
     }
 }
