@@ -1,9 +1,10 @@
 //! When an HTTP/2 connection last did anything, for its idle timeout.
 //!
-//! hyper closes an HTTP/2 connection only when keep-alive pings go unanswered, so a client
-//! that answers pings but never sends another request would hold its connection, and a
-//! `max_connections` slot, for ever (THREATS ). Like nginx's `keepalive_timeout`,
-//! a connection with no request in progress for `idle_timeout` is sent GOAWAY.
+//! hyper never closes an idle HTTP/2 connection itself (its keep-alive pings, which we leave
+//! off, only catch a peer that stopped answering), so a client that never sends another
+//! request would hold its connection, and a `max_connections` slot, for ever (THREATS R-05,
+//! Like nginx's `keepalive_timeout`, a connection with no request in progress for
+//! `idle_timeout` is sent GOAWAY.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -58,21 +58,17 @@ pub async fn serve_connection(
         let activity_for_service = activity.clone();
         let service = service_fn(move |request| {
             let in_flight = activity_for_service.begin();
+            let (shared, conn) = (shared_for_service.clone(), conn.clone());
             // Boxed: hyper spawns each stream as a task and moves its future several times on
             // the way; a pointer moves for free.
-            let handled = Box::pin(pipeline::handle(
-                shared_for_service.clone(),
-                conn.clone(),
-                request,
-            ));
-            async move {
-                let response = handled.await;
+            Box::pin(async move {
+                let response = pipeline::handle(shared, conn, request).await;
                 drop(in_flight);
                 response
-            }
+            })
         });
         // hyper has no deadline for the HTTP/2 preface: a silent client would hold the
-        // connection until keep-alive pings give up. Watch for the first byte ourselves.
+        // connection for ever. Watch for the first byte ourselves.
         let first_byte = Arc::new(AtomicBool::new(false));
         let tls = Observed::new(tls, first_byte.clone());
         let io = TokioIo::new(tls);
@@ -80,9 +76,10 @@ pub async fn serve_connection(
         builder
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_h2_streams)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Some(limits.idle_timeout / 2))
-            .keep_alive_timeout(Duration::from_secs(20));
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        // No keep-alive pings: hyper's would read the clock on every frame received. An idle
+        // connection is closed by `H2Watch`, and a peer that vanished by TCP keepalive (set
+        // on the listener) or the write deadline.
         // On the heap, so the connection's state is held once, not in both `drive`'s argument
         // and its pinned local.
         let connection = Box::pin(builder.serve_connection(io, service));

@@ -34,6 +34,9 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::T
         #[cfg(unix)]
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
+        // Accepted sockets inherit it: a client that vanished (no FIN, no RST) is noticed
+        // even while its connection waits on a slow upstream, with no per-request cost.
+        socket.set_tcp_keepalive(&client_keepalive())?;
         socket.bind(&addr.into())?;
         socket.listen(1024)?;
         let listener: std::net::TcpListener = socket.into();
@@ -41,6 +44,16 @@ pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::T
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Probe a client silent for a minute every 10 s; three unanswered probes close it.
+fn client_keepalive() -> socket2::TcpKeepalive {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    #[cfg(unix)]
+    let keepalive = keepalive.with_retries(3);
+    keepalive
 }
 
 /// The number of serving threads: `PORTCULLIS_WORKERS` when set (like nginx's
@@ -200,4 +213,25 @@ async fn worker(
         tasks.abort_all();
     }
     log_flusher.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_client_sockets_carry_tcp_keepalive() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap().remove(0);
+        listener.set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            socket.keepalive_interval().unwrap(),
+            Duration::from_secs(10)
+        );
+        assert_eq!(socket.keepalive_retries().unwrap(), 3);
+    }
 }

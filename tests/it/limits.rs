@@ -422,7 +422,7 @@ async fn a_locked_out_login_is_refused_only_after_a_hold() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// an HTTP/2 client that answers pings but sends nothing more
+// an HTTP/2 client that stays connected but sends nothing more
 
 /// An h2 connection whose driver task ends when the gateway closes it.
 async fn h2_connection(
@@ -452,7 +452,7 @@ async fn an_idle_h2_connection_is_closed_after_the_idle_timeout() {
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
-    // The client's h2 stack keeps answering the gateway's pings: only the idle timeout ends it.
+    // The client's h2 stack keeps the connection up: only the idle timeout ends it.
     let closed = tokio::time::timeout(Duration::from_secs(5), driver).await;
     assert!(closed.is_ok(), "idle h2 connection still open after 5 s");
 }
