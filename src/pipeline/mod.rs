@@ -226,9 +226,8 @@ async fn pipeline<'s>(
             .await
             .map_err(|err| Failure::from(&err))?;
     }
-    let upstream_request =
-        upstream::build_upstream_request(snapshot, &conn, upstream, request, ctx)?;
-    let mut response = upstream::send(upstream, upstream_request, ctx).await?;
+    upstream::prepare_upstream_request(snapshot, &conn, upstream, &mut request, ctx)?;
+    let mut response = upstream::send(upstream, request, ctx).await?;
     ctx.phases.mark(Phase::UpstreamHeaders);
     if let Some((policy, state)) = rate_headers {
         response.headers_mut().insert(RATELIMIT_POLICY, policy);

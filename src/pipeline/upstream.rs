@@ -22,44 +22,45 @@ use crate::forward::{echo, proxy};
 use crate::pipeline::context::{ConnInfo, RequestCtx};
 use crate::state::Snapshot;
 
-/// Rebuild the request for the upstream: canonical path, stripped client headers, then the
-/// gateway's own forwarding and identity headers, all from what `ctx` has learnt.
-pub fn build_upstream_request(
+/// Rewrite the request for the upstream, in place: canonical path, stripped client headers,
+/// then the gateway's own forwarding and identity headers, all from what `ctx` has learnt.
+/// (In place because the request is large; moving it through here would copy it twice.)
+pub fn prepare_upstream_request(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     upstream: &Upstream,
-    request: Request<GuardedBody>,
+    request: &mut Request<GuardedBody>,
     ctx: &RequestCtx<'_>,
-) -> Result<Request<GuardedBody>, Failure> {
+) -> Result<(), Failure> {
     let (path, identity, request_id) = (ctx.path.as_str(), ctx.identity.as_ref(), &ctx.request_id);
-    let (mut parts, body) = request.into_parts();
-    let websocket = is_websocket_upgrade(&parts);
-    let host_header = parts.headers.get(header::HOST).cloned();
-    // An HTTP/2 client names the host in `:authority` only; the upstream gets it as Host.
-    let authority_host = match host_header {
-        Some(_) => None,
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    let client_host = host_header.or(authority_host.clone());
+    let websocket = is_websocket_upgrade(request);
+    let h = request.headers_mut();
+    let host_header = h.get(header::HOST).cloned();
     let peer_trusted = snapshot.config.is_trusted_proxy(conn.peer.ip());
     // Behind no trusted proxy the value is the peer alone, rendered once per connection.
     let xff = match peer_trusted {
-        true => HeaderValue::try_from(headers::forwarded_for(&parts.headers, conn.peer.ip(), true))
+        true => HeaderValue::try_from(headers::forwarded_for(h, conn.peer.ip(), true))
             .map_err(|_| Failure::Internal)?,
         false => conn.peer_ip.clone(),
     };
-    let authorization = parts.headers.remove(header::AUTHORIZATION);
+    let authorization = h.remove(header::AUTHORIZATION);
 
-    headers::strip_request(&mut parts.headers);
+    headers::strip_request(h);
 
-    let h = &mut parts.headers;
+    // An HTTP/2 client names the host in `:authority` only; the upstream gets it as Host.
     // A Host the client sent stays where it is: the strip above never removes it.
-    if let Some(host) = authority_host {
-        h.insert(header::HOST, host);
-    }
+    let client_host = match host_header {
+        Some(host) => Some(host),
+        None => {
+            let authority = request.uri().authority();
+            let host = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(host) = &host {
+                request.headers_mut().insert(header::HOST, host.clone());
+            }
+            host
+        }
+    };
+    let h = request.headers_mut();
     if let Some(host) = &client_host {
         h.insert(FORWARDED_HOST, host.clone());
     }
@@ -94,12 +95,22 @@ pub fn build_upstream_request(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
+    if let (None, UpstreamTarget::Http { authority, .. }) = (&client_host, &upstream.target) {
+        // HTTP/1.1 requires a Host; a client without one gets the upstream's own.
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| Failure::Internal)?;
+        h.insert(header::HOST, host);
+    }
+    // Upstreams speak HTTP/1.1; the client's h2 framing ends at the gateway.
+    if request.version() >= Version::HTTP_2 {
+        headers::join_cookie_fields(request.headers_mut()).map_err(|_| Failure::Internal)?;
+    }
+    *request.version_mut() = Version::HTTP_11;
 
-    let path_and_query = match parts.uri.path_and_query() {
+    let path_and_query = match request.uri().path_and_query() {
         // Already canonical (the usual case): share the client's bytes.
         Some(original) if original.path() == path => original.clone(),
         _ => {
-            let rebuilt = match parts.uri.query() {
+            let rebuilt = match request.uri().query() {
                 Some(query) => format!("{path}?{query}"),
                 None => path.to_owned(),
             };
@@ -107,33 +118,23 @@ pub fn build_upstream_request(
         }
     };
     // Origin-form, as an origin server expects it; the connection says where it goes.
-    parts.uri = Uri::from(path_and_query);
-    if let (None, UpstreamTarget::Http { authority, .. }) = (&client_host, &upstream.target) {
-        // HTTP/1.1 requires a Host; a client without one gets the upstream's own.
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| Failure::Internal)?;
-        parts.headers.insert(header::HOST, host);
-    }
-    // Upstreams speak HTTP/1.1; the client's h2 framing ends at the gateway.
-    if parts.version >= Version::HTTP_2 {
-        headers::join_cookie_fields(&mut parts.headers).map_err(|_| Failure::Internal)?;
-    }
-    parts.version = Version::HTTP_11;
-    Ok(Request::from_parts(parts, body))
+    *request.uri_mut() = Uri::from(path_and_query);
+    Ok(())
 }
 
 /// An HTTP/1.1 WebSocket handshake (RFC 6455 §4.1). Other upgrades (h2c) are never forwarded.
-fn is_websocket_upgrade(parts: &http::request::Parts) -> bool {
+fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
-        parts
-            .headers
+        request
+            .headers()
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
-    parts.version == Version::HTTP_11
-        && parts.method == Method::GET
+    request.version() == Version::HTTP_11
+        && request.method() == Method::GET
         && has_token(header::UPGRADE, "websocket")
         && has_token(header::CONNECTION, "upgrade")
 }
