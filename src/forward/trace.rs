@@ -51,6 +51,11 @@ impl TraceContext {
         std::str::from_utf8(&self.trace_id).unwrap_or("")
     }
 
+    /// The trace id's 32 lowercase hex digits, for writers of bytes (no UTF-8 check).
+    pub fn trace_id_hex(&self) -> &[u8] {
+        &self.trace_id
+    }
+
     pub fn span_id(&self) -> &str {
         std::str::from_utf8(&self.span_id).unwrap_or("")
     }

@@ -39,6 +39,22 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// `bytes` as a JSON string, quotes included: copied as they are when nothing needs escaping
+/// (no control character, quote, backslash or non-ASCII byte), otherwise as `serde_json`
+/// writes their text (invalid UTF-8 replaced).
+pub fn push_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let plain = !bytes.iter().fold(false, |escape, &b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\') | (b >= 0x80)
+    });
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(bytes));
+    }
+}
+
 /// `s` as a JSON string when it is known to need no escaping (hex ids, HTTP method tokens,
 /// the gateway's own labels): no scan.
 pub fn push_json_plain(out: &mut Vec<u8>, s: &str) {
@@ -186,7 +202,13 @@ mod tests {
                 text(|o| push_json_string(o, s)),
                 serde_json::to_string(s).unwrap()
             );
+            assert_eq!(
+                text(|o| push_json_bytes(o, s.as_bytes())),
+                serde_json::to_string(s).unwrap()
+            );
         }
+        // Not UTF-8: replaced, as a lossy conversion would, and still valid JSON.
+        assert_eq!(text(|o| push_json_bytes(o, b"a\xffb")), "\"a\u{fffd}b\"");
     }
 
     #[test]

@@ -224,7 +224,7 @@ impl RequestCtx<'_> {
     ) -> AccessRecord<'_> {
         AccessRecord {
             request_id: &self.request_id,
-            trace_id: self.trace.trace_id(),
+            trace_id: self.trace.trace_id_hex(),
             client: self.peer,
             method: &self.method,
             path: &self.path,

@@ -123,7 +123,7 @@ impl PendingLog {
             .map_or("", |identity| identity.token.subject.as_str());
         AccessRecord {
             request_id: &self.request_id,
-            trace_id: self.trace.trace_id(),
+            trace_id: self.trace.trace_id_hex(),
             client: self.peer,
             method: &self.method,
             path: &self.path,
