@@ -209,17 +209,13 @@ const TOKEN68: [bool; 256] = {
 /// RFC 6750 §2.1: exactly one `Authorization: Bearer <token68>`; the scheme is
 /// case-insensitive, anything ambiguous is refused rather than guessed.
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, Failure> {
-    let token = bearer_credential(headers)?;
-    if let Some(token) = token {
-        check_token68(token)?;
-    }
-    Ok(token)
+    bearer_credential(headers)?.map(check_token68).transpose()
 }
 
 /// The credential of the one `Authorization: Bearer` header, its characters not yet checked
 /// against token68 ([`check_token68`]): a token found in the verified-token cache passed that
-/// check when it was put there, so the hot path looks it up first.
-pub fn bearer_credential(headers: &http::HeaderMap) -> Result<Option<&str>, Failure> {
+/// check when it was put there, so the hot path looks its bytes up first.
+pub fn bearer_credential(headers: &http::HeaderMap) -> Result<Option<&[u8]>, Failure> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -241,17 +237,17 @@ pub fn bearer_credential(headers: &http::HeaderMap) -> Result<Option<&str>, Fail
     if token.is_empty() {
         return Err(Failure::InvalidToken(TokenError::Malformed));
     }
-    let token =
-        std::str::from_utf8(token).map_err(|_| Failure::InvalidToken(TokenError::Malformed))?;
     Ok(Some(token))
 }
 
-/// Every byte of `token` is one a token68 (RFC 7235 §2.1) may hold.
-pub fn check_token68(token: &str) -> Result<(), Failure> {
-    match token.bytes().all(|b| TOKEN68[usize::from(b)]) {
-        true => Ok(()),
-        false => Err(Failure::InvalidToken(TokenError::Malformed)),
+/// `token` as text, when every byte is one a token68 (RFC 7235 §2.1) may hold.
+pub fn check_token68(token: &[u8]) -> Result<&str, Failure> {
+    let malformed = || Failure::InvalidToken(TokenError::Malformed);
+    if !token.iter().all(|&b| TOKEN68[usize::from(b)]) {
+        return Err(malformed());
     }
+    // token68 is ASCII, so this cannot fail.
+    std::str::from_utf8(token).map_err(|_| malformed())
 }
 
 #[cfg(test)]
@@ -284,9 +280,10 @@ mod tests {
         assert!(bearer_token(&map(&["Bearer"])).is_err());
         // The credential alone leaves the characters to `check_token68`, which refuses them.
         let odd = map(&["Bearer a b"]);
-        assert_eq!(bearer_credential(&odd).ok().flatten(), Some("a b"));
-        assert!(check_token68("a b").is_err());
-        assert!(check_token68("aZ09-._~+/=").is_ok());
+        assert_eq!(bearer_credential(&odd).ok().flatten(), Some(&b"a b"[..]));
+        assert!(check_token68(b"a b").is_err());
+        assert!(check_token68(b"tok\xc3\xa9n").is_err());
+        assert_eq!(check_token68(b"aZ09-._~+/=").ok(), Some("aZ09-._~+/="));
         let non_ascii = HeaderValue::from_bytes(b"Basic \xe9").unwrap();
         let mut h = http::HeaderMap::new();
         h.insert(header::AUTHORIZATION, non_ascii);

@@ -19,7 +19,8 @@ use crate::auth::bearer::Identity;
 /// from being steered into collisions.
 #[derive(Debug)]
 pub struct TokenCache {
-    entries: DashMap<Box<str>, Arc<Identity>, foldhash::fast::RandomState>,
+    /// Keyed by the token's bytes, so a hit needs no UTF-8 check.
+    entries: DashMap<Box<[u8]>, Arc<Identity>, foldhash::fast::RandomState>,
     max_entries: usize,
     leeway: u64,
 }
@@ -35,7 +36,7 @@ impl TokenCache {
     }
 
     /// The cached identity for `token`, unless it has expired (then it is dropped).
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
+    pub fn get(&self, token: &[u8], now: u64) -> Option<Arc<Identity>> {
         let hit = self.entries.get(token).map(|entry| entry.value().clone())?;
         if now >= hit.token.expires_at.saturating_add(self.leeway) {
             self.entries.remove(token);
@@ -45,7 +46,7 @@ impl TokenCache {
     }
 
     /// Remember a verified token.
-    pub fn insert(&self, token: &str, identity: Arc<Identity>) {
+    pub fn insert(&self, token: &[u8], identity: Arc<Identity>) {
         if self.entries.len() >= self.max_entries {
             // Only tokens signed with our key get here, so a full cache means many live
             // clients, not an attack; starting over is cheap and bounded.

@@ -27,10 +27,7 @@ pub async fn authenticate(
     // A cached token passed every check, its characters included, when it was verified.
     let identity = match snapshot.token_cache.get(token, now) {
         Some(identity) => identity,
-        None => {
-            check_token68(token)?;
-            verify_and_cache(shared, snapshot, token, now).await?
-        }
+        None => verify_and_cache(shared, snapshot, check_token68(token)?, now).await?,
     };
     if shared.revocations.is_revoked(&identity.revocation_key, now) {
         return Err(Failure::InvalidToken(TokenError::Revoked));
@@ -46,7 +43,7 @@ pub async fn identity_of(
     token: &str,
     now: u64,
 ) -> Result<Arc<Identity>, TokenError> {
-    if let Some(identity) = snapshot.token_cache.get(token, now) {
+    if let Some(identity) = snapshot.token_cache.get(token.as_bytes(), now) {
         return Ok(identity);
     }
     verify_and_cache(shared, snapshot, token, now).await
@@ -60,7 +57,9 @@ async fn verify_and_cache(
     now: u64,
 ) -> Result<Arc<Identity>, TokenError> {
     let identity = verify(shared, snapshot, token, now).await?;
-    snapshot.token_cache.insert(token, identity.clone());
+    snapshot
+        .token_cache
+        .insert(token.as_bytes(), identity.clone());
     Ok(identity)
 }
 
