@@ -164,6 +164,9 @@ async fn drive<C, E>(
     let mut stop_closed = false;
     let result = loop {
         tokio::select! {
+            // Fixed order, connection first: nearly every wake-up is for it, and a random
+            // start would cost a random number per poll for nothing.
+            biased;
             result = connection.as_mut() => break result,
             _ = async { first_byte_check.as_mut()?.await; Some(()) },
                 if first_byte_check.is_some() =>
