@@ -11,7 +11,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn::framing::RawHeads;
@@ -20,6 +19,7 @@ use crate::conn::observed_io::Observed;
 use crate::conn::tunnel::TunnelSlot;
 use crate::conn::write_deadline::WriteDeadline;
 use crate::pipeline::{self, context::ConnInfo};
+use crate::server::stop::StopSignal;
 use crate::state::Shared;
 
 /// TLS handshake under the first-byte deadline, then HTTP/1.1 or HTTP/2 as ALPN chose.
@@ -27,7 +27,7 @@ pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: &Arc<StopSignal>,
 ) {
     let _ = stream.set_nodelay(true);
     let snapshot = shared.snapshot();
@@ -89,10 +89,7 @@ pub async fn serve_connection(
             activity,
             idle_timeout: limits.idle_timeout,
         };
-        drive(connection, &mut stop, Some(watch), |c| {
-            c.graceful_shutdown()
-        })
-        .await;
+        drive(connection, stop, Some(watch), |c| c.graceful_shutdown()).await;
     } else {
         // hyper refuses a head longer than its buffer; the scanner holds no more than that.
         let max_buf_size = limits.max_header_bytes.max(8192);
@@ -119,7 +116,7 @@ pub async fn serve_connection(
             .max_headers(limits.max_headers)
             .keep_alive(true);
         let connection = Box::pin(builder.serve_connection(io, service).with_upgrades());
-        drive(connection, &mut stop, None, |c| c.graceful_shutdown()).await;
+        drive(connection, stop, None, |c| c.graceful_shutdown()).await;
         // Still on this connection's task: the tunnel keeps its connection slot and is
         // aborted with the other connections when the shutdown grace period ends.
         if let Some(tunnel) = tunnel.take() {
@@ -141,16 +138,14 @@ struct H2Watch {
 /// polling it until it does.
 async fn drive<C, E>(
     mut connection: std::pin::Pin<Box<C>>,
-    stop: &mut watch::Receiver<bool>,
+    stop: &Arc<StopSignal>,
     h2: Option<H2Watch>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    // Map the watch guard away at once: it must not be held across an await.
-    let stopping = async { stop.wait_for(|stopping| *stopping).await.is_ok() };
-    tokio::pin!(stopping);
+    let mut stopping = stop.stopped();
     let mut first_byte_check = h2
         .as_ref()
         .map(|watch| Box::pin(tokio::time::sleep(watch.first_byte_deadline)));
@@ -161,7 +156,6 @@ async fn drive<C, E>(
     let idle_timeout = h2
         .as_ref()
         .map_or(Duration::MAX, |watch| watch.idle_timeout);
-    let mut stop_closed = false;
     let result = loop {
         tokio::select! {
             // Fixed order, connection first: nearly every wake-up is for it, and a random
@@ -177,13 +171,9 @@ async fn drive<C, E>(
                 }
                 first_byte_check = None;
             }
-            stopping = stopping.as_mut(), if !stop_closed => {
-                if stopping {
-                    graceful(connection.as_mut());
-                    break connection.await;
-                }
-                // The stop signal's sender is gone: it can no longer fire.
-                stop_closed = true;
+            _ = &mut stopping => {
+                graceful(connection.as_mut());
+                break connection.await;
             }
             _ = async { idle_check.as_mut()?.tick().await; Some(()) }, if idle_check.is_some() => {
                 if idle_for().is_some_and(|idle| idle >= idle_timeout) {

@@ -15,9 +15,11 @@ use tokio::task::JoinSet;
 use crate::state::Shared;
 
 use connection::serve_connection;
+use stop::StopSignal;
 
 pub mod admin;
 pub mod connection;
+pub mod stop;
 
 /// Bind `workers` listening sockets on `addr` with `SO_REUSEPORT`, so each worker accepts on
 /// its own socket. With port 0 the first socket picks the port and the others join it.
@@ -163,6 +165,8 @@ async fn worker(
         }
     };
     let mut tasks = JoinSet::new();
+    // This worker's own: its connections poll it on every wake-up.
+    let stop_signal = StopSignal::new();
     // Buffered access-log lines leave a quiet worker within this interval.
     let log_flusher = tokio::spawn(async {
         let mut tick = tokio::time::interval(crate::ops::log_buffer::FLUSH_INTERVAL);
@@ -190,10 +194,10 @@ async fn worker(
                     continue;
                 };
                 let shared = shared.clone();
-                let stop = stop.clone();
+                let stop = stop_signal.clone();
                 tasks.spawn(async move {
                     shared.metrics.connection(1);
-                    serve_connection(stream, peer, &shared, stop).await;
+                    serve_connection(stream, peer, &shared, &stop).await;
                     shared.metrics.connection(-1);
                     drop(permit);
                 });
@@ -202,6 +206,7 @@ async fn worker(
         }
     }
     drop(listener);
+    stop_signal.stop();
     let grace = shared.snapshot().config.limits.shutdown_grace;
     let drained =
         tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
