@@ -172,6 +172,11 @@ async fn drive<C, E>(
                 first_byte_check = None;
             }
             _ = &mut stopping => {
+                // Nothing can be in progress before the first byte, and hyper would wait for
+                // the HTTP/2 preface until the grace period ends: close now.
+                if h2.as_ref().is_some_and(|w| !w.first_byte.load(Ordering::Relaxed)) {
+                    return;
+                }
                 graceful(connection.as_mut());
                 break connection.await;
             }

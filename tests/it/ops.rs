@@ -366,6 +366,22 @@ async fn sigterm_with_nothing_in_flight_exits_0_promptly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_connections_that_never_sent_a_request() {
+    let up = Upstream::start().await;
+    let mut proc = Proc::start(&format!(
+        "limits: {{ shutdown_grace: 30s, header_read_timeout: 20s }}\n{}",
+        fixture_yaml(&up.url())
+    ))
+    .await;
+    // TLS done, then silence: nothing is in progress on either, so nothing to wait for.
+    let _silent_h1 = proc.h1().tls().await;
+    let _silent_h2 = proc.h2().tls().await;
+    signal(proc.pid, "TERM");
+    let status = proc.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.success(), "exit status {status}:\n{}", proc.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_format_json_writes_access_log_lines_as_json_objects() {
     let up = Upstream::start().await;
     let mut proc = Proc::start(&format!(

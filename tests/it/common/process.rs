@@ -139,6 +139,10 @@ impl Proc {
         Client::new(self.listen, &self.pki.ca_der, Proto::H1)
     }
 
+    pub fn h2(&self) -> Client {
+        Client::new(self.listen, &self.pki.ca_der, Proto::H2)
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
