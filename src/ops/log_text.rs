@@ -25,24 +25,15 @@ pub fn push_debug_escaped(out: &mut Vec<u8>, s: &str) {
 
 /// `s` as a JSON string, quotes included, as `serde_json` writes it.
 pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    // A fold without early exit, so the check compiles to a vector loop: nearly every value
-    // needs no escaping, and then the whole string is read anyway.
-    let plain = !s.bytes().fold(false, |escape, b| {
-        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        let _ = serde_json::to_writer(&mut *out, s);
-    }
+    push_json_bytes(out, s.as_bytes());
 }
 
 /// `bytes` as a JSON string, quotes included: copied as they are when nothing needs escaping
 /// (no control character, quote, backslash or non-ASCII byte), otherwise as `serde_json`
 /// writes their text (invalid UTF-8 replaced).
 pub fn push_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    // A fold without early exit, so the check compiles to a vector loop: nearly every value
+    // needs no escaping, and then the whole string is read anyway.
     let plain = !bytes.iter().fold(false, |escape, &b| {
         escape | (b < 0x20) | (b == b'"') | (b == b'\\') | (b >= 0x80)
     });

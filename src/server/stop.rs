@@ -48,8 +48,9 @@ impl StopSignal {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Connections currently waiting (for tests and the curious).
-    pub fn waiting(&self) -> usize {
+    /// Connections currently registered.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.waiters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
