@@ -174,7 +174,7 @@ async fn forward(
                 connect_timeout: Duration::from_secs(5),
             };
             let request = Request::from_parts(parts, GuardedBody::new(body, limits));
-            client::send(&origin, request).await.ok()
+            client::send(origin, request).await.ok()
         }
     };
     match response {

@@ -10,13 +10,17 @@
 //! the same job.)
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::TrySendError;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -29,7 +33,7 @@ pub const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// Where a connection goes: the upstream's authority and, for `https://`, the TLS settings of
 /// the config generation that built it.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Origin<'u> {
     pub authority: &'u Authority,
     pub tls: Option<&'u Arc<UpstreamTls>>,
@@ -58,28 +62,108 @@ pub enum SendError {
     Http(#[from] hyper::Error),
 }
 
-/// Send `request` (origin-form URI, with a Host header) to `origin` on an idle pooled
-/// connection, or a new one. A request that a pooled connection closed under before writing
-/// any of it is sent again, once, on a new connection: the upstream never saw it.
-pub async fn send(
-    origin: &Origin<'_>,
+/// Send `request` (origin-form URI, with a Host header) to `origin`: handed at once to an idle
+/// pooled connection, or to a new one once it is made. A request that a pooled connection
+/// closed under before writing any of it is sent again, once, on a new connection: the
+/// upstream never saw it. The future resolves with the response head.
+pub fn send<'o>(
+    origin: Origin<'o>,
+    request: Request<GuardedBody>,
+) -> Sending<'o, impl Future<Output = Result<Response<Incoming>, TrySendError<Request<GuardedBody>>>>>
+{
+    match checkout(&origin) {
+        Some(mut sender) => {
+            let answer = sender.try_send_request(request);
+            Sending {
+                origin,
+                pooled: Some(answer),
+                sender: Some(sender),
+                fresh: None,
+            }
+        }
+        None => Sending {
+            origin,
+            pooled: None,
+            sender: None,
+            fresh: Some(Box::pin(send_on_new_connection(origin, request))),
+        },
+    }
+}
+
+/// A request and its connection on the rare path: connecting (TCP, TLS, handshake) first.
+type FreshSend<'o> =
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, SendError>> + Send + 'o>>;
+
+pin_project_lite::pin_project! {
+    /// An exchange in flight, from [`send`]. A hand-written future, not an `async fn`: the
+    /// request is already with hyper, and this state is all the caller's future holds for the
+    /// upstream leg (an `async fn` would also keep the request it was called with).
+    pub struct Sending<'o, F> {
+        origin: Origin<'o>,
+        // The pooled connection's answer, and the connection to park again after it.
+        #[pin]
+        pooled: Option<F>,
+        sender: Option<SendRequest<GuardedBody>>,
+        // Boxed: its state (connecting) would otherwise double the size of every exchange.
+        fresh: Option<FreshSend<'o>>,
+    }
+}
+
+impl<F> std::fmt::Debug for Sending<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("origin", &self.origin)
+            .field("pooled", &self.pooled.is_some())
+            .field("fresh", &self.fresh.is_some())
+            .finish()
+    }
+}
+
+impl<'o, F> Future for Sending<'o, F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError<Request<GuardedBody>>>>,
+{
+    type Output = Result<Response<Incoming>, SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(answer) = this.pooled.as_mut().as_pin_mut() {
+            let unsent = match ready!(answer.poll(cx)) {
+                Ok(response) => {
+                    this.pooled.set(None);
+                    let sender = this.sender.take();
+                    return Poll::Ready(Ok(match sender {
+                        Some(sender) => park(this.origin, sender, response),
+                        None => response,
+                    }));
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) => unsent,
+                    None => {
+                        this.pooled.set(None);
+                        return Poll::Ready(Err(err.into_error().into()));
+                    }
+                },
+            };
+            this.pooled.set(None);
+            *this.sender = None;
+            *this.fresh = Some(Box::pin(send_on_new_connection(*this.origin, unsent)));
+        }
+        match this.fresh {
+            Some(fresh) => fresh.as_mut().poll(cx),
+            None => panic!("an upstream exchange was polled after it completed"),
+        }
+    }
+}
+
+/// Connect to `origin`, send, and pool the connection for the next request.
+async fn send_on_new_connection(
+    origin: Origin<'_>,
     request: Request<GuardedBody>,
 ) -> Result<Response<Incoming>, SendError> {
-    let request = match checkout(origin) {
-        Some(mut sender) => match sender.try_send_request(request).await {
-            Ok(response) => return Ok(park(origin, sender, response)),
-            Err(mut err) => match err.take_message() {
-                Some(unsent) => unsent,
-                None => return Err(err.into_error().into()),
-            },
-        },
-        None => request,
-    };
-    // Boxed: connecting (TCP, TLS, handshake) is the rare path, and unboxed its state would
-    // more than double the size of every request's future, which is moved and kept per request.
-    let mut sender = Box::pin(connect(origin)).await?;
+    let mut sender = connect(&origin).await?;
     let response = sender.send_request(request).await?;
-    Ok(park(origin, sender, response))
+    Ok(park(&origin, sender, response))
 }
 
 /// Put `sender` back in this thread's pool unless the exchange took its connection over.

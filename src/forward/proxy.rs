@@ -3,23 +3,28 @@
 //! upstream's own URLs in the response.
 
 use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
+use tokio::time::Timeout;
 
 use crate::config::{Upstream, UpstreamTarget};
 use crate::error::Failure;
 use crate::forward::client::{self, ConnectError, Origin, SendError};
 use crate::forward::request_body::{BodyError, GuardedBody};
 
-/// Send `request` to `upstream` and wait for its response headers within the upstream's
-/// timeout. The response body is streamed by the caller.
-pub async fn forward(
+/// Send `request` to `upstream`; the future resolves with its response head, within the
+/// upstream's timeout. The response body is streamed by the caller.
+pub fn forward(
     upstream: &Upstream,
     request: Request<GuardedBody>,
-) -> Result<Response<Incoming>, Failure> {
+) -> Result<Forwarding<'_, impl Future<Output = Result<Response<Incoming>, SendError>> + '_>, Failure>
+{
     let UpstreamTarget::Http { authority, tls, .. } = &upstream.target else {
         // The echo upstream is answered before anything is forwarded.
         return Err(Failure::Internal);
@@ -29,17 +34,49 @@ pub async fn forward(
         tls: tls.as_ref(),
         connect_timeout: upstream.connect_timeout,
     };
-    match tokio::time::timeout(upstream.timeout, client::send(&origin, request)).await {
-        Err(_elapsed) => Err(Failure::UpstreamTimeout),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(err)) => {
-            if let Some(tls) = tls_error(&err) {
-                // rustls says what failed (unknown issuer, name mismatch, an alert such as
-                // "certificate required"); it never carries key material.
-                tracing::warn!(upstream = %upstream.name, error = %tls, "upstream TLS failed");
+    Ok(Forwarding {
+        exchange: tokio::time::timeout(upstream.timeout, client::send(origin, request)),
+        upstream,
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A request on its way to an upstream, from [`forward`], under the upstream's deadline.
+    pub struct Forwarding<'u, S> {
+        #[pin]
+        exchange: Timeout<S>,
+        upstream: &'u Upstream,
+    }
+}
+
+impl<S> std::fmt::Debug for Forwarding<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarding")
+            .field("upstream", &self.upstream.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Future for Forwarding<'_, S>
+where
+    S: Future<Output = Result<Response<Incoming>, SendError>>,
+{
+    type Output = Result<Response<Incoming>, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.exchange.poll(cx)) {
+            Err(_elapsed) => Err(Failure::UpstreamTimeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => {
+                if let Some(tls) = tls_error(&err) {
+                    // rustls says what failed (unknown issuer, name mismatch, an alert such as
+                    // "certificate required"); it never carries key material.
+                    tracing::warn!(upstream = %this.upstream.name, error = %tls, "upstream TLS failed");
+                }
+                Err(classify(&err))
             }
-            Err(classify(&err))
-        }
+        })
     }
 }
 

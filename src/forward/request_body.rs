@@ -103,15 +103,27 @@ pub struct GuardedBody<B = Incoming> {
     inner: B,
     limits: BodyLimits,
     received: u64,
-    /// Time already spent waiting on the client, excluding the current wait.
-    waited: Duration,
-    /// Set while the client owes us bytes: when the current wait began, and its alarm.
-    /// The alarm is allocated on the first wait only and re-armed in place after that.
-    waiting_since: Option<Instant>,
-    alarm: Option<Pin<Box<Sleep>>>,
     failed: bool,
+    /// The books on waiting for the client, from its first wait on. On the heap, with the
+    /// frame read ahead: most bodies never need either, and the request carrying this body
+    /// is moved from phase to phase and into the upstream connection.
+    pacing: Option<Pin<Box<Pacing>>>,
     /// A frame read ahead by [`GuardedBody::first_frame`], handed out first.
-    read_ahead: Option<Frame<Bytes>>,
+    read_ahead: Option<Box<Frame<Bytes>>>,
+}
+
+pin_project_lite::pin_project! {
+    /// Time spent waiting on the client, and the alarm for the current wait.
+    #[derive(Debug)]
+    struct Pacing {
+        // Time already spent waiting, excluding the current wait.
+        waited: Duration,
+        // When the current wait began; `None` while the client owes no bytes.
+        since: Option<Instant>,
+        // Re-armed in place for each wait.
+        #[pin]
+        alarm: Sleep,
+    }
 }
 
 impl<B> GuardedBody<B> {
@@ -120,10 +132,8 @@ impl<B> GuardedBody<B> {
             inner,
             limits,
             received: 0,
-            waited: Duration::ZERO,
-            waiting_since: None,
-            alarm: None,
             failed: false,
+            pacing: None,
             read_ahead: None,
         }
     }
@@ -136,15 +146,38 @@ impl<B> GuardedBody<B> {
 
     fn fail(&mut self, err: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         self.failed = true;
-        self.alarm = None;
+        self.pacing = None;
         Poll::Ready(Some(Err(err)))
     }
 
     /// The client delivered something: close the books on the current wait.
     fn stop_waiting(&mut self) {
-        if let Some(since) = self.waiting_since.take() {
-            self.waited += since.elapsed();
+        if let Some(pacing) = &mut self.pacing {
+            let pacing = pacing.as_mut().project();
+            if let Some(since) = pacing.since.take() {
+                *pacing.waited += since.elapsed();
+            }
         }
+    }
+
+    /// The client owes bytes as of `now`: the alarm for when its allowance runs out.
+    fn alarm(&mut self, now: Instant) -> Pin<&mut Sleep> {
+        let allowance = self.allowance();
+        let pacing = self.pacing.get_or_insert_with(|| {
+            Box::pin(Pacing {
+                waited: Duration::ZERO,
+                since: None,
+                alarm: tokio::time::sleep_until(now + allowance),
+            })
+        });
+        let pacing = pacing.as_mut().project();
+        let since = *pacing.since.get_or_insert(now);
+        let deadline = since + allowance.saturating_sub(*pacing.waited);
+        let mut alarm = pacing.alarm;
+        if alarm.deadline() != deadline {
+            alarm.as_mut().reset(deadline);
+        }
+        alarm
     }
 }
 
@@ -158,7 +191,7 @@ where
     /// whose first DATA frame overruns it is refused here, before an upstream hears of it.
     pub async fn first_frame(&mut self) -> Result<(), BodyError> {
         match std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await {
-            Some(Ok(frame)) => self.read_ahead = Some(frame),
+            Some(Ok(frame)) => self.read_ahead = Some(Box::new(frame)),
             Some(Err(err)) => return Err(err),
             None => {}
         }
@@ -183,7 +216,7 @@ where
             return Poll::Ready(None);
         }
         if let Some(frame) = this.read_ahead.take() {
-            return Poll::Ready(Some(Ok(frame)));
+            return Poll::Ready(Some(Ok(*frame)));
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -198,31 +231,13 @@ where
             }
             Poll::Ready(Some(Err(err))) => this.fail(BodyError::Client(err.into())),
             Poll::Ready(None) => {
-                this.stop_waiting();
-                this.alarm = None;
+                this.pacing = None;
                 Poll::Ready(None)
             }
-            Poll::Pending => {
-                let now = Instant::now();
-                let since = *this.waiting_since.get_or_insert(now);
-                let remaining = this.allowance().saturating_sub(this.waited);
-                let deadline = since + remaining;
-                let alarm = match &mut this.alarm {
-                    Some(alarm) => {
-                        if alarm.deadline() != deadline {
-                            alarm.as_mut().reset(deadline);
-                        }
-                        alarm
-                    }
-                    None => this
-                        .alarm
-                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
-                };
-                match alarm.as_mut().poll(cx) {
-                    Poll::Ready(()) => this.fail(BodyError::TimedOut),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => match this.alarm(Instant::now()).poll(cx) {
+                Poll::Ready(()) => this.fail(BodyError::TimedOut),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
@@ -232,7 +247,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         let inner = self.inner.size_hint();
-        let ahead = match self.read_ahead.as_ref().and_then(Frame::data_ref) {
+        let ahead = match self.read_ahead.as_deref().and_then(Frame::data_ref) {
             Some(data) => data.len() as u64,
             None => return inner,
         };

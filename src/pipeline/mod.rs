@@ -227,7 +227,9 @@ async fn pipeline<'s>(
             .map_err(|err| Failure::from(&err))?;
     }
     upstream::prepare_upstream_request(snapshot, &conn, upstream, &mut request, ctx)?;
-    let mut response = upstream::send(upstream, request, ctx).await?;
+    let (result, upstream_latency) = upstream::send(upstream, request)?.await;
+    ctx.upstream_latency = upstream_latency;
+    let mut response = result?;
     ctx.phases.mark(Phase::UpstreamHeaders);
     if let Some((policy, state)) = rate_headers {
         response.headers_mut().insert(RATELIMIT_POLICY, policy);

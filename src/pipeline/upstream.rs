@@ -2,11 +2,16 @@
 //! stripped client headers, then the gateway's own forwarding and identity headers), send
 //! it, and turn the answer into the client's response (or a pending WebSocket tunnel).
 
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use crate::body::ResponseBody;
 use crate::config::{Upstream, UpstreamTarget};
@@ -139,14 +144,21 @@ fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
         && has_token(header::CONNECTION, "upgrade")
 }
 
-/// Forward and turn the upstream's answer into the client's response.
-pub async fn send(
+/// Forward `request` (or answer it, for the echo upstream). The future resolves with the
+/// client's response and how long the upstream took to answer.
+pub fn send(
     upstream: &Upstream,
     mut request: Request<GuardedBody>,
-    ctx: &mut RequestCtx<'_>,
-) -> Result<Response<ResponseBody>, Failure> {
+) -> Result<Relay<'_, impl Future<Output = Result<Response<Incoming>, Failure>> + '_>, Failure> {
     if matches!(upstream.target, UpstreamTarget::Echo) {
-        return Ok(echo::respond(&request));
+        return Ok(Relay {
+            forwarding: None,
+            answered: Some(echo::respond(&request)),
+            upstream,
+            client_upgrade: None,
+            client_host: None,
+            started: Instant::now(),
+        });
     }
     let client_upgrade = request
         .headers()
@@ -155,9 +167,77 @@ pub async fn send(
     // The Host the client used, kept on the upstream request: the origin its redirects name.
     let client_host = request.headers().get(header::HOST).cloned();
     let started = Instant::now();
-    let result = proxy::forward(upstream, request).await;
-    ctx.upstream_latency = Some(started.elapsed());
-    let mut response = result?;
+    Ok(Relay {
+        forwarding: Some(proxy::forward(upstream, request)?),
+        answered: None,
+        upstream,
+        client_upgrade,
+        client_host,
+        started,
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream leg in flight, from [`send`]. Written by hand rather than as an `async fn`
+    /// so that the request, already handed to the upstream connection, is not also kept here.
+    pub struct Relay<'u, F> {
+        #[pin]
+        forwarding: Option<F>,
+        // The echo upstream's answer, ready at once.
+        answered: Option<Response<ResponseBody>>,
+        upstream: &'u Upstream,
+        client_upgrade: Option<OnUpgrade>,
+        client_host: Option<HeaderValue>,
+        started: Instant,
+    }
+}
+
+impl<F> std::fmt::Debug for Relay<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("upstream", &self.upstream.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client's response, and how long the upstream took to answer (`None` when nothing
+/// was forwarded).
+pub type Relayed = (Result<Response<ResponseBody>, Failure>, Option<Duration>);
+
+impl<F> Future for Relay<'_, F>
+where
+    F: Future<Output = Result<Response<Incoming>, Failure>>,
+{
+    type Output = Relayed;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Relayed> {
+        let this = self.project();
+        let Some(forwarding) = this.forwarding.as_pin_mut() else {
+            let answered = this.answered.take().ok_or(Failure::Internal);
+            return Poll::Ready((answered, None));
+        };
+        let result = ready!(forwarding.poll(cx));
+        let latency = this.started.elapsed();
+        let response = result.and_then(|response| {
+            to_client(
+                response,
+                this.upstream,
+                this.client_upgrade.take(),
+                this.client_host.as_ref(),
+            )
+        });
+        Poll::Ready((response, Some(latency)))
+    }
+}
+
+/// Turn the upstream's answer into the client's response: hop-by-hop headers gone, the
+/// upstream's own URLs pointed at the gateway, a WebSocket tunnel left for the connection.
+fn to_client(
+    mut response: Response<Incoming>,
+    upstream: &Upstream,
+    client_upgrade: Option<OnUpgrade>,
+    client_host: Option<&HeaderValue>,
+) -> Result<Response<ResponseBody>, Failure> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             return Err(Failure::UpstreamUnavailable);
@@ -172,7 +252,7 @@ pub async fn send(
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_response(&mut parts.headers);
-    if let Some(client_host) = &client_host {
+    if let Some(client_host) = client_host {
         proxy::rewrite_upstream_urls(&mut parts.headers, &upstream.target, client_host);
     }
     Ok(Response::from_parts(parts, ResponseBody::Stream(body)))
