@@ -194,9 +194,10 @@ pub(crate) fn load_or_report(path: &Path) -> Option<Config> {
 fn init_tracing(format: LogFormat) -> Option<LogSinkGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Buffered: the writer thread flushes once per batch it drains, so under load many
-    // lines share one write(2) instead of one each.
-    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    // Buffered: the writer thread flushes once per batch it drains, so lines handed over one
+    // at a time (threads that do not batch) share one write(2). A serving thread's 32 KiB
+    // batch is larger than the buffer and goes straight through, without a copy.
+    let stderr = std::io::BufWriter::with_capacity(16 * 1024, std::io::stderr());
     let (writer, guard) = match LogSink::start(log_sink::DEFAULT_LIMIT_BYTES, stderr) {
         Ok(pair) => pair,
         Err(err) => {

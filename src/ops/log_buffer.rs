@@ -67,7 +67,7 @@ impl Write for LineWriter {
         });
         if !buffered {
             if let Some((sink, _)) = SINK.get() {
-                sink.submit(line);
+                sink.submit(line.to_vec());
             }
         }
         Ok(line.len())
@@ -78,14 +78,24 @@ impl Write for LineWriter {
     }
 }
 
+/// Give the lines in `bytes` to the writer thread, leaving `bytes` empty and as large as
+/// before. A full buffer changes hands as it is and this thread starts a new one; a partly
+/// filled one (a timed flush) is copied, so what waits for the writer is never mostly spare
+/// capacity.
 fn hand_over(bytes: &mut Vec<u8>) {
     if bytes.is_empty() {
         return;
     }
+    let batch = if bytes.len() >= FLUSH_BYTES {
+        std::mem::replace(bytes, Vec::with_capacity(bytes.capacity()))
+    } else {
+        let batch = bytes.to_vec();
+        bytes.clear();
+        batch
+    };
     if let Some((sink, _)) = SINK.get() {
-        sink.submit(bytes);
+        sink.submit(batch);
     }
-    bytes.clear();
 }
 
 /// Start batching on the current thread (a no-op when no sink is installed, e.g. when the

@@ -69,7 +69,8 @@ impl LogSink {
     }
 
     /// Queue `bytes` for the writer; `false` when they were dropped because the queue is full.
-    pub fn submit(&self, bytes: &[u8]) -> bool {
+    /// Taken by value: a serving thread's whole batch changes hands without a copy.
+    pub fn submit(&self, bytes: Vec<u8>) -> bool {
         let Ok(mut pending) = self.queue.pending.lock() else {
             return false;
         };
@@ -78,7 +79,7 @@ impl LogSink {
             return false;
         }
         pending.bytes += bytes.len();
-        pending.batches.push_back(bytes.to_vec());
+        pending.batches.push_back(bytes);
         drop(pending);
         self.queue.ready.notify_one();
         true
@@ -93,7 +94,7 @@ impl LogSink {
 impl Write for LogSink {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         // Dropping under overload is the policy, not an error for the caller.
-        self.submit(bytes);
+        self.submit(bytes.to_vec());
         Ok(bytes.len())
     }
 
@@ -205,7 +206,7 @@ mod tests {
         };
         let (sink, guard) = LogSink::start(64 * 1024, stalled).expect("start");
         let batch = vec![b'x'; 32 * 1024];
-        let accepted = (0..1000).filter(|_| sink.submit(&batch)).count();
+        let accepted = (0..1000).filter(|_| sink.submit(batch.clone())).count();
         // The writer may already hold what it took from the queue (at most one queue's worth:
         // on a busy machine it wakes late and takes two batches at once); the rest wait in
         // the queue, within its bound.
