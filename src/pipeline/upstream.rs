@@ -27,6 +27,10 @@ use crate::forward::{echo, proxy};
 use crate::pipeline::context::{ConnInfo, RequestCtx};
 use crate::state::Snapshot;
 
+/// The headers the gateway adds to every upstream request, at most: `X-Forwarded-Host`,
+/// `-For`, `-Proto`, `X-Request-Id`, `traceparent`, `Authorization` and `Host`.
+const FORWARDING_HEADERS: usize = 7;
+
 /// Rewrite the request for the upstream, in place: canonical path, stripped client headers,
 /// then the gateway's own forwarding and identity headers, all from what `ctx` has learnt.
 /// (In place because the request is large; moving it through here would copy it twice.)
@@ -66,6 +70,10 @@ pub fn prepare_upstream_request(
         }
     };
     let h = request.headers_mut();
+    // Room for what follows at once: the map grows (and rehashes) once at most, not once per
+    // doubling on the way.
+    let identity_headers = identity.map_or(0, |i| 3 + i.profile_headers.len());
+    h.reserve(FORWARDING_HEADERS + identity_headers);
     if let Some(host) = &client_host {
         h.insert(FORWARDED_HOST, host.clone());
     }
