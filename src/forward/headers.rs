@@ -8,6 +8,7 @@
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue};
 
 /// The identity headers the upstream may trust.
@@ -261,9 +262,48 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         .unwrap_or_else(|| {
             let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
             let id = uuid::Uuid::new_v4().hyphenated();
-            HeaderValue::from_str(id.encode_lower(&mut text))
+            shared_value(id.encode_lower(&mut text).as_bytes())
                 .unwrap_or(HeaderValue::from_static("unknown"))
         })
+}
+
+/// A header value holding `bytes` in one allocation that all its clones share.
+///
+/// `HeaderValue::from_bytes` copies into a buffer that its first clone then moves into a
+/// second, shared allocation. Values the gateway makes and then sends in several places (the
+/// request id, an HTTP/2 client's host) are cloned at least once, so this saves an allocation
+/// and its free on every request.
+pub fn shared_value(bytes: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
+    match InlineValue::new(bytes) {
+        Some(inline) => HeaderValue::from_maybe_shared(Bytes::from_owner(inline)),
+        None => HeaderValue::from_bytes(bytes),
+    }
+}
+
+/// A short value's bytes, kept inside the allocation `Bytes::from_owner` makes anyway.
+struct InlineValue {
+    bytes: [u8; InlineValue::CAPACITY],
+    len: usize,
+}
+
+impl InlineValue {
+    /// Long enough for a UUID and for nearly every host name.
+    const CAPACITY: usize = 64;
+
+    fn new(value: &[u8]) -> Option<Self> {
+        let mut bytes = [0; Self::CAPACITY];
+        bytes.get_mut(..value.len())?.copy_from_slice(value);
+        Some(InlineValue {
+            bytes,
+            len: value.len(),
+        })
+    }
+}
+
+impl AsRef<[u8]> for InlineValue {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// Headers whose values never appear in logs.
@@ -294,6 +334,31 @@ impl fmt::Debug for Redacted<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_values_hold_their_bytes_once_and_refuse_what_from_bytes_refuses() {
+        let id = shared_value(b"4bf92f35-77b3-4da6-a3ce-929d0e0e4736").unwrap();
+        let copy = id.clone();
+        assert_eq!(copy, "4bf92f35-77b3-4da6-a3ce-929d0e0e4736");
+        // The clone points at the same bytes: nothing was copied or moved.
+        assert_eq!(id.as_bytes().as_ptr(), copy.as_bytes().as_ptr());
+        let long = "h".repeat(300);
+        assert_eq!(shared_value(long.as_bytes()).unwrap(), long.as_str());
+        assert_eq!(shared_value(b"").unwrap(), "");
+        for bad in [
+            &b"a\r\nx-forwarded-user: admin"[..],
+            b"nul\0",
+            &[b'x'; 65][..64],
+        ] {
+            assert_eq!(
+                shared_value(bad).is_ok(),
+                HeaderValue::from_bytes(bad).is_ok(),
+                "{bad:?}"
+            );
+        }
+        assert!(shared_value(b"a\nb").is_err());
+        assert!(shared_value(format!("{long}\n").as_bytes()).is_err());
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

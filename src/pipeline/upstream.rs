@@ -62,7 +62,7 @@ pub fn prepare_upstream_request(
         Some(host) => Some(host),
         None => {
             let authority = request.uri().authority();
-            let host = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            let host = authority.and_then(|a| headers::shared_value(a.as_str().as_bytes()).ok());
             if let Some(host) = &host {
                 request.headers_mut().insert(header::HOST, host.clone());
             }
