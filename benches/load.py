@@ -28,6 +28,7 @@ anonymous part apart from the program's code pages, then a Markdown table. Traff
                             [--server-cpus LIST] [--upstream-cpus LIST] [--load-cpus LIST]
                             [--h2-connections 8] [--h2-streams 4] [--wrk-threads 1]
                             [--rate-limit] [--login-flood] [--idle-connections N]
+                            [--bin-dir target/pgo/release]
 
 On a 2-core machine a fair run pins every server and the upstream to one core and the load
 generators to the other: --server-cpus 0 --upstream-cpus 0 --load-cpus 1 (default: unpinned).
@@ -87,6 +88,9 @@ def parse_args():
     ap.add_argument("--upstream-cpus", help="taskset -c list for the upstream")
     ap.add_argument("--load-cpus", help="taskset -c list for wrk, h2load and the idle-connection client")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already in target/release")
+    ap.add_argument("--bin-dir", metavar="DIR",
+                    help="take the gateway and the pass-through from DIR (e.g. target/pgo/release, "
+                         "built by benches/pgo.py) instead of target/release; the upstream stays the same")
     ap.add_argument("--login-flood", action="store_true", help="also measure proxied latency under a login flood")
     ap.add_argument("--rate-limit", action="store_true", help="also compare a rate-limited route with the same route unlimited")
     ap.add_argument("--idle-connections", type=int, default=0, metavar="N",
@@ -299,7 +303,8 @@ def make_context(args, tmp):
                            server_cpus=args.server_cpus, upstream_cpus=args.upstream_cpus,
                            idle_connections=args.idle_connections, max_connections=max_connections,
                            nofile=raise_nofile(2 * max_connections + 1024), password_hash=hash_,
-                           lockout=lockout, upstream_port=None, base_gateway=args.base_gateway)
+                           lockout=lockout, upstream_port=None, base_gateway=args.base_gateway,
+                           bin_dir=args.bin_dir)
 
 
 def main():

@@ -226,8 +226,13 @@ def start_upstream(ctx):
     return Peer("upstream", port, proc)
 
 
+def bin_dir(ctx):
+    """Where the measured binaries come from: target/release, or the run's --bin-dir."""
+    return getattr(ctx, "bin_dir", None) or RELEASE
+
+
 def start_passthrough(ctx, port, name="passthrough", client="hyper-util"):
-    cmd = [f"{RELEASE}/examples/passthrough", f"127.0.0.1:{port}", f"127.0.0.1:{ctx.upstream_port}",
+    cmd = [f"{bin_dir(ctx)}/examples/passthrough", f"127.0.0.1:{port}", f"127.0.0.1:{ctx.upstream_port}",
            str(ctx.workers), ctx.cert, ctx.key]
     env = dict(os.environ, PASSTHROUGH_CLIENT=client)
     return subprocess.Popen(pinned(cmd, ctx.server_cpus), stderr=_log(ctx, name), env=env)
@@ -281,7 +286,7 @@ def start_gateway(ctx, port, name="gateway", binary=None):
         f.write(gateway_config(ctx, port, free_port()))
     # Same number of serving threads as every other peer: the gateway's comes from the env.
     env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), PORTCULLIS_WORKERS=str(ctx.workers))
-    cmd = [binary or f"{RELEASE}/portcullis", "run", "-c", config]
+    cmd = [binary or f"{bin_dir(ctx)}/portcullis", "run", "-c", config]
     return subprocess.Popen(pinned(cmd, ctx.server_cpus), stderr=_log(ctx, name), env=env)
 
 

@@ -30,6 +30,7 @@ use portcullis::body::ResponseBody;
 use portcullis::config::TlsPaths;
 use portcullis::forward::client::{self, Origin};
 use portcullis::forward::request_body::{BodyLimits, GuardedBody};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_rustls::TlsAcceptor;
 
 /// How requests reach the upstream.
@@ -80,6 +81,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         })
         .collect();
+    // SIGTERM ends the process through `exit`, so a profile-instrumented build (benches/pgo.py)
+    // writes its profile, as the gateway does on its graceful shutdown.
+    std::thread::spawn(|| -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut terminate = runtime.block_on(async { signal(SignalKind::terminate()) })?;
+        runtime.block_on(terminate.recv());
+        std::process::exit(0)
+    });
     for thread in threads {
         let _ = thread.join();
     }
