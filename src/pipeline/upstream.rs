@@ -30,6 +30,9 @@ use crate::state::Snapshot;
 /// The headers the gateway adds to every upstream request, at most: `X-Forwarded-Host`,
 /// `-For`, `-Proto`, `X-Request-Id`, `traceparent`, `Authorization` and `Host`.
 const FORWARDING_HEADERS: usize = 7;
+/// The identity headers every authenticated request gets besides its profile headers:
+/// `X-Forwarded-User`, `-Issuer` and `-Scopes`.
+const IDENTITY_HEADERS: usize = 3;
 
 /// Rewrite the request for the upstream, in place: canonical path, stripped client headers,
 /// then the gateway's own forwarding and identity headers, all from what `ctx` has learnt.
@@ -72,7 +75,7 @@ pub fn prepare_upstream_request(
     let h = request.headers_mut();
     // Room for what follows at once: the map grows (and rehashes) once at most, not once per
     // doubling on the way.
-    let identity_headers = identity.map_or(0, |i| 3 + i.profile_headers.len());
+    let identity_headers = identity.map_or(0, |i| IDENTITY_HEADERS + i.profile_headers.len());
     h.reserve(FORWARDING_HEADERS + identity_headers);
     if let Some(host) = &client_host {
         h.insert(FORWARDED_HOST, host.clone());
